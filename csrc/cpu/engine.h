@@ -1,0 +1,140 @@
+// The CPU engine: one Hanami cycle per sample over raw pointers into the cluster's tensors.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "../cluster_state.h"
+#include "../rules.h"
+
+namespace hanami {
+
+struct Config {
+  uint64_t seed = 0;
+  bool compat = false;
+  float cooldown = 1e9f;
+  uint8_t refractory_time = 1;
+  bool reduction = false;
+  float learning_rate = 0.05f;
+  double init_scale = 0.2;
+  int threads = 1;
+};
+
+// Raw views of the tensors (see cluster_state.h for the meaning of each).
+struct ClusterView {
+  int n_bricks = 0;
+  int n_neurons = 0;
+  int n_blocks = 0;
+  const int32_t* brick_info = nullptr;
+  const int32_t* brick_targets = nullptr;
+  const int32_t* block_info = nullptr;
+
+  int32_t* brick_grid = nullptr;
+  float* potential = nullptr;
+  uint8_t* active = nullptr;
+  uint8_t* refractory = nullptr;
+  float* request = nullptr;
+  int32_t* sec_block = nullptr;
+  float* sec_offset = nullptr;
+  uint8_t* sec_has_next = nullptr;
+  int32_t* sec_conn = nullptr;
+  int32_t* sec_start = nullptr;
+  uint8_t* sec_len = nullptr;
+  uint8_t* sec_cap = nullptr;
+  float* syn_weight = nullptr;
+  float* syn_upper = nullptr;
+  uint8_t* syn_target = nullptr;
+  uint8_t* syn_counter = nullptr;  // null when reduction is off
+  int64_t capacity = 0;
+  int64_t* counters = nullptr;
+
+  int32_t brick_start(int b) const { return brick_info[b * 5 + 0]; }
+  int32_t brick_count(int b) const { return brick_info[b * 5 + 1]; }
+  int32_t brick_kind(int b) const { return brick_info[b * 5 + 2]; }
+  int32_t brick_io(int b) const { return brick_info[b * 5 + 3]; }
+  int32_t brick_first_block(int b) const { return brick_info[b * 5 + 4]; }
+  int32_t brick_blocks(int b) const {
+    return (brick_count(b) + kNeuronsPerBlock - 1) / kNeuronsPerBlock;
+  }
+  int32_t block_brick(int g) const { return block_info[g * 3 + 0]; }
+  int32_t block_first_neuron(int g) const { return block_info[g * 3 + 1]; }
+  int32_t block_count(int g) const { return block_info[g * 3 + 2]; }
+};
+
+// One reached section of the current sample, kept for the backward pass.
+struct Visit {
+  int32_t section;
+  int32_t reached;  // slots 0..reached-1 were reached by the walk
+};
+
+// A request for a new section, collected during the forward pass (default mode).
+struct SectionRequest {
+  int32_t neuron;
+  int32_t origin;  // section whose signal survived (-1: first section of a newly active neuron)
+  float offset;
+};
+
+class Engine {
+ public:
+  Engine(const ClusterView& view, const Config& config);
+
+  // Online learning over samples [start, count): one cycle each. Returns the index of the first
+  // sample not done: == count, or earlier when the synapse arena must grow first.
+  int64_t train(const float* inputs, int64_t n_inputs, const float* targets, int64_t n_outputs,
+                float* outputs, int64_t start, int64_t count);
+
+  // Request mode: forward passes without growth; neuron state carries over like in Hanami.
+  void predict(const float* inputs, int64_t n_inputs, float* outputs, int64_t n_outputs,
+               int64_t count);
+
+  // Rewrites the arena densely in processing order, reserving len + slack slots per section.
+  // Returns false (and changes nothing) when that does not fit into the capacity.
+  bool compact(int slack);
+
+ private:
+  // sample phases
+  bool input_phase(const float* x, bool training);
+  void forward_brick(int brick, bool training);
+  void update_neurons(int brick, bool training, const float* target, float* output);
+  void create_requested_sections();
+  void backward();
+  void reduce();
+
+  // sections
+  int32_t neuron_brick(int32_t neuron) const { return neuron_brick_[neuron]; }
+  bool create_section(int32_t neuron, float offset, int32_t fixed_slot = -1);
+  void insert_into_block_list(int32_t section);
+  void remove_from_block_list(int32_t section);
+  void free_section(int32_t section);
+  void ensure_reserve(int32_t section);
+  int64_t allocate(int n_slots);
+
+  // walks
+  int32_t walk_train(int32_t section, float potential, float* block_input, int32_t block_neurons);
+  void walk_infer(int32_t section, float potential, float* block_input) const;
+  int32_t create_synapse(int32_t section, int slot, float potential_above_offset, float lower,
+                         int32_t block_neurons);
+
+  // compat mode's connection-block grid (spec §4.7)
+  int32_t find_free_connection(int32_t brick, uint32_t random) const;
+  void resize_grid(int32_t brick);
+  void rebuild_grid(int32_t brick);
+
+  ClusterView v_;
+  Config cfg_;
+  int64_t step_ = 0;  // training step of the current sample (key of its random draws)
+
+  std::vector<int32_t> neuron_brick_;               // [neurons]
+  std::vector<uint8_t> in_use_;                     // [neurons] occupied section slots (bitmask)
+  std::vector<std::vector<int32_t>> block_sections_;  // [blocks] live sections, processing order
+  std::vector<float> block_input_;                  // [blocks*64] padded input accumulators
+  std::vector<float> block_delta_;                  // [blocks*64] padded deltas
+  std::vector<float> slot_value_;                   // [neurons*8] per-section backward sums
+  std::vector<std::vector<Visit>> visits_;          // [bricks] sections reached in this sample
+  std::vector<SectionRequest> requests_;            // default mode
+  std::vector<int32_t> request_candidates_;         // compat mode: neurons whose flag may be set
+  std::vector<int32_t> pending_sections_;           // default mode: freed by reduction
+  std::vector<std::vector<uint64_t>> connection_use_;  // compat: [bricks][connection blocks]
+};
+
+}  // namespace hanami

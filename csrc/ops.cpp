@@ -1,0 +1,25 @@
+// Schemas of the hanami ops. Backends register their kernels with TORCH_LIBRARY_IMPL
+// (csrc/cpu/ops_cpu.cpp, later csrc/cuda/). The layout/state tensor lists are described in
+// cluster_state.h; Python wraps every op in hanami_torch/ops.py.
+#include <Python.h>
+#include <torch/library.h>
+
+// An importable, otherwise empty module: importing hanami_torch._C runs the registrations below.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+
+TORCH_LIBRARY(hanami, m) {
+  // Online learning over inputs[start:]; stops early (see state counters) when the arena must grow.
+  m.def(
+      "train_(Tensor[] layout, Tensor(a!)[] state, Tensor config, Tensor inputs, Tensor targets, "
+      "Tensor(b!) outputs, int start) -> ()");
+  // Request mode: forward passes in order, without growth; neuron state carries over.
+  m.def(
+      "predict_(Tensor[] layout, Tensor(a!)[] state, Tensor config, Tensor inputs, "
+      "Tensor(b!) outputs) -> ()");
+  // Rewrites the synapse arena densely with `slack` spare slots per section (counters[kProcessed]
+  // becomes 1, or 0 when that does not fit and nothing changed).
+  m.def("compact_(Tensor[] layout, Tensor(a!)[] state, Tensor config, int slack) -> ()");
+}

@@ -1,0 +1,164 @@
+// Per-synapse, per-section and per-neuron rules of the Hanami cycle.
+//
+// Every function here is small, branch-light and free of allocation so that the CPU kernels and the
+// CUDA kernels call the very same code: the CPU tests then already exercise what the GPU runs.
+// The pure-Python reference (hanami_torch/reference.py) spells out the same arithmetic with numpy
+// float32 scalars, operation by operation; the build uses -ffp-contract=off so that no multiply-add
+// is fused behind our back and both give bit-identical results.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define HANAMI_HD __host__ __device__ __forceinline__
+#else
+#define HANAMI_HD inline
+#endif
+
+namespace hanami {
+
+// ---- constants (spec §2.1) -------------------------------------------------------------------
+constexpr int kSynapsesPerSection = 63;
+constexpr int kSectionsPerNeuron = 8;
+constexpr int kNeuronsPerBlock = 64;
+constexpr int kTargetBricks = 64;
+constexpr int kLastSplitSlot = 61;        // slots 61 and 62 never split
+constexpr float kReachCut = 0.01f;         // a walk goes on while the remaining potential is above this
+constexpr float kLog2Slope = 1.4427f;      // Hanami's 1/ln 2 in the log2 derivative
+constexpr uint8_t kEmptyTarget = 0xFF;     // an empty synapse slot
+constexpr uint8_t kCounterStart = 5;       // reduction counter of a new synapse
+constexpr uint8_t kCounterPersistent = 10; // counters never decay from here on
+constexpr int kReductionInterval = 100;    // training steps between reductions
+
+// brick kinds, as stored in brick_info[:, 2]
+constexpr int kHidden = 0;
+constexpr int kInput = 1;
+constexpr int kOutput = 2;
+
+// random streams (mirrors hanami_torch/rng.py)
+constexpr uint32_t kStreamTargetBricks = 1;
+constexpr uint32_t kStreamSynapse = 2;
+constexpr uint32_t kStreamSection = 3;
+
+// ---- counter-based randomness ------------------------------------------------------------------
+
+// Hanami's pcg_hash (spec §4.4).
+HANAMI_HD uint32_t pcg_hash(uint32_t x) {
+  uint32_t state = x * 747796405u + 2891336453u;
+  uint32_t word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+  return (word >> 22u) ^ word;
+}
+
+// One 32-bit draw for the key (seed, stream, a, b, c): a pure function, so growth does not depend on
+// the order in which threads or kernels happen to run.
+HANAMI_HD uint32_t draw(uint64_t seed, uint32_t stream, uint64_t a, uint32_t b, uint32_t c) {
+  uint32_t h = 0x2545F491u;
+  h = pcg_hash(h ^ static_cast<uint32_t>(seed));
+  h = pcg_hash(h ^ static_cast<uint32_t>(seed >> 32));
+  h = pcg_hash(h ^ stream);
+  h = pcg_hash(h ^ static_cast<uint32_t>(a));
+  h = pcg_hash(h ^ static_cast<uint32_t>(a >> 32));
+  h = pcg_hash(h ^ b);
+  h = pcg_hash(h ^ c);
+  return h;
+}
+
+// Magnitude of a new synapse's weight: Hanami draws u32 / RAND_MAX / 10, i.e. [0, 0.2) for the
+// default init_scale of 0.2 (computed in double, rounded once).
+HANAMI_HD float initial_weight(uint32_t magnitude_draw, uint32_t sign_draw, double init_scale) {
+  const float magnitude =
+      static_cast<float>(static_cast<double>(magnitude_draw) / 2147483647.0 * (init_scale * 0.5));
+  return (sign_draw % 1000u < 500u) ? -magnitude : magnitude;
+}
+
+// ---- section walk rules (spec §4.3; borders stored as cumulative upper ends) ------------------
+//
+// A section's slot k covers the source-value interval [lower_k, upper_k) above the section's
+// offset, with lower_k = upper_{k-1} (0 for k = 0); its border is upper_k - lower_k. Storing the
+// upper ends instead of the borders makes every slot's remaining potential R_k = P' - lower_k
+// independent of the slots before it: no serial float chain through the section.
+
+// Remaining potential at a slot.
+HANAMI_HD float remaining(float potential_above_offset, float lower) {
+  return potential_above_offset - lower;
+}
+
+// A slot is reached while the remaining potential is above the 0.01 cut.
+HANAMI_HD bool reached(float remaining_potential) { return remaining_potential > kReachCut; }
+
+// What a reached synapse adds to its target: the full weight, or the covered fraction of it.
+HANAMI_HD float contribution(float weight, float remaining_potential, float border) {
+  return (remaining_potential < border) ? weight * (remaining_potential / border) : weight;
+}
+
+// Split rule: a synapse much wider than what reaches it gives its upper half to the next slot.
+HANAMI_HD bool should_split(float border, float remaining_potential, int slot) {
+  return slot < kLastSplitSlot && border > 2.0f * remaining_potential;
+}
+
+// New upper end of a split slot (the lower half stays with it).
+HANAMI_HD float split_upper(float lower, float upper) {
+  const float half = (upper - lower) * 0.5f;
+  return upper - half;
+}
+
+// Offset of the section appended to a chain whose last section survived. Hanami's bug B2 counts
+// the old offset twice (2o + sum of borders); compat mode keeps it, the default fixes it.
+HANAMI_HD float chain_offset(float offset, float last_upper, bool compat) {
+  return compat ? offset + (offset + last_upper) : offset + last_upper;
+}
+
+// ---- neuron rules (spec §4.5, §4.6, §5) -----------------------------------------------------------
+
+// Hidden activation log2(1 + v), computed in double and rounded once (so Python's math.log2 agrees).
+HANAMI_HD float hidden_activation(float v) {
+  return static_cast<float>(log2(static_cast<double>(v) + 1.0));
+}
+
+// Hidden neuron step (spec §4.5): the previous activation decays by the cooldown, input is let in
+// only when the right-shifted refractory counter reaches zero, threshold 0, then log2(1 + v).
+struct HiddenState {
+  float potential;
+  uint8_t refractory;
+  bool active;
+};
+
+HANAMI_HD HiddenState hidden_step(float potential, uint8_t refractory, float input, float cooldown,
+                                  uint8_t refractory_setting) {
+  float p = potential / cooldown;
+  uint8_t r = static_cast<uint8_t>(refractory >> 1);
+  if (r == 0) {
+    p = p + input;
+    r = refractory_setting;
+  }
+  const bool active = p > 0.0f;
+  return {active ? hidden_activation(p) : 0.0f, r, active};
+}
+
+// Output activation: sigmoid, except exactly 0 for an output that received nothing (spec §4.6).
+HANAMI_HD float output_activation(float z) {
+  return (z != 0.0f) ? static_cast<float>(1.0 / (1.0 + exp(-static_cast<double>(z)))) : 0.0f;
+}
+
+// Output delta of 0.5*(o - t)^2 through the sigmoid.
+HANAMI_HD float output_delta(float o, float target) { return ((o - target) * o) * (1.0f - o); }
+
+// Hidden delta: sum of the section slots times Hanami's log2 derivative 1.4427 * 0.5^y.
+HANAMI_HD float hidden_delta(float slot_sum, float y) {
+  const float derivative = static_cast<float>(exp2(-static_cast<double>(y)));
+  return (slot_sum * kLog2Slope) * derivative;
+}
+
+// Surrogate SGD step of Hanami: every reached synapse moves by lr * delta of its target.
+HANAMI_HD float updated_weight(float weight, float target_delta, float learning_rate) {
+  return weight - learning_rate * target_delta;
+}
+
+// Reduction bookkeeping: a synapse is "useful" when its sign agrees with its target's activity.
+HANAMI_HD uint8_t counted(uint8_t counter, float target_potential, float weight) {
+  const bool useful = (target_potential > 0.0f) == (weight > 0.0f);
+  return (counter < kCounterPersistent && useful) ? static_cast<uint8_t>(counter + 1) : counter;
+}
+
+}  // namespace hanami

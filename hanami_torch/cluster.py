@@ -1,0 +1,411 @@
+"""``HanamiCluster``: a growing Hanami network as a ``torch.nn.Module``.
+
+The module owns the network as a handful of flat tensors (registered buffers, so ``state_dict``
+and ``.to()`` see them) and hands them to the C++ ops in :mod:`hanami_torch.ops`. All per-sample
+work happens in C++; this file checks arguments, turns user input into ``[B, n]`` float32 tensors,
+and enlarges the synapse arena when an op reports that it is full.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import geometry, ops
+from .template import Template
+
+#: bytes one synapse slot takes in the arena: weight f32, upper border f32, target u8
+SLOT_BYTES = 9
+#: ... plus the reduction counter (u8) when the template enables reduction
+SLOT_BYTES_REDUCTION = 10
+#: bytes of the per-section table, for every possible section (8 per neuron)
+SECTION_BYTES = 4 + 4 + 1 + 4 + 1 + 1  # block, offset, has_next, start, len, cap
+INITIAL_ARENA_SLOTS = 1 << 14
+#: the largest seed the float64 config vector carries exactly
+MAX_SEED = 2**53 - 1
+
+_BRICK_KIND = {"hidden": 0, "input": 1, "output": 2}
+
+
+class HanamiCluster(nn.Module):
+    """A cluster of hexagon bricks whose synapses grow while it learns (Hanami's core).
+
+    Args:
+        template: a :class:`~hanami_torch.Template` or template text (see ``docs/template_format.md``).
+        seed: every random choice (target bricks, blocks, synapse targets and weights) is a pure
+            function of this seed and the training step, so the same template, seed and data
+            grow a bit-identical network.
+        compat: reproduce Hanami 0.4.1's behaviour where it changes results: its target-brick
+            walk, its square connection-block grid (sections reach only the first blocks of a
+            brick), the chain-offset bug B2, last-writer-wins section requests and its reduction.
+        learning_rate: step of Hanami's surrogate SGD rule (0.05 in Hanami).
+        init_scale: new synapse weights are uniform in ``(-init_scale, init_scale)`` (0.2 in Hanami).
+
+    Inputs are raw values (no normalisation); a neuron with a value <= 0 stays inactive. Targets
+    are the wanted values of the output neurons (one-hot for classes). Several input or output
+    bricks are addressed by brick name (a dict of tensors) or concatenated in template order.
+    """
+
+    def __init__(
+        self,
+        template: Template | str,
+        *,
+        seed: int = 0,
+        compat: bool = False,
+        learning_rate: float = 0.05,
+        init_scale: float = 0.2,
+    ) -> None:
+        super().__init__()
+        if isinstance(template, str):
+            template = Template.parse(template)
+        if not isinstance(template, Template):
+            raise TypeError(f"template must be a Template or template text, got {type(template).__name__}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer in 0..2**53-1, got {seed!r}")
+        for name, value in (("learning_rate", learning_rate), ("init_scale", init_scale)):
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        settings = template.settings
+        if not 1 <= settings.refractory_time <= 255:
+            raise ValueError(
+                f"refractory_time {settings.refractory_time} is out of range: the refractory "
+                "counter is 8 bits wide, use a value in 1..255"
+            )
+        if not (0 < settings.neuron_cooldown < float(np.finfo(np.float32).max)):
+            raise ValueError("neuron_cooldown must be a positive float32 value")
+
+        self.template = template
+        self.seed = int(seed)
+        self.compat = bool(compat)
+        self.learning_rate = float(learning_rate)
+        self.init_scale = float(init_scale)
+
+        targets = geometry.target_brick_lists(template, self.seed, self.compat)
+        geometry.validate_connectivity(template, targets)
+        brick_info, block_info = _layout(template)
+        n_neurons = int(brick_info[:, 1].sum())
+        n_sections = n_neurons * 8
+        self.n_inputs = template.n_inputs
+        self.n_outputs = template.n_outputs
+
+        layout = {
+            "brick_info": torch.from_numpy(brick_info),
+            "brick_targets": torch.from_numpy(np.ascontiguousarray(targets, dtype=np.int32)),
+            "block_info": torch.from_numpy(block_info),
+        }
+        for name in ops.LAYOUT:
+            self.register_buffer(name, layout[name])
+
+        reduction = settings.enable_reduction
+        capacity = INITIAL_ARENA_SLOTS
+        state = {
+            "brick_grid": torch.zeros(len(template.bricks), 2, dtype=torch.int32),
+            "potential": torch.zeros(n_neurons, dtype=torch.float32),
+            "active": torch.zeros(n_neurons, dtype=torch.uint8),
+            "refractory": torch.ones(n_neurons, dtype=torch.uint8),
+            "request": torch.full((n_neurons,), -1.0, dtype=torch.float32),
+            "sec_block": torch.full((n_sections,), ops.NO_SECTION, dtype=torch.int32),
+            "sec_offset": torch.zeros(n_sections, dtype=torch.float32),
+            "sec_has_next": torch.zeros(n_sections, dtype=torch.uint8),
+            "sec_conn": torch.full((n_sections if self.compat else 0,), -1, dtype=torch.int32),
+            "sec_start": torch.zeros(n_sections, dtype=torch.int32),
+            "sec_len": torch.zeros(n_sections, dtype=torch.uint8),
+            "sec_cap": torch.zeros(n_sections, dtype=torch.uint8),
+            "syn_weight": torch.zeros(capacity, dtype=torch.float32),
+            "syn_upper": torch.zeros(capacity, dtype=torch.float32),
+            "syn_target": torch.full((capacity,), ops.EMPTY_TARGET, dtype=torch.uint8),
+            "syn_counter": torch.zeros(capacity if reduction else 0, dtype=torch.uint8),
+            "counters": torch.zeros(ops.N_COUNTERS, dtype=torch.int64),
+        }
+        for name in ops.STATE:
+            self.register_buffer(name, state[name])
+
+        config = torch.zeros(ops.N_CONFIG, dtype=torch.float64)
+        config[ops.CONFIG_SEED] = float(self.seed)
+        config[ops.CONFIG_COMPAT] = float(self.compat)
+        config[ops.CONFIG_COOLDOWN] = float(settings.neuron_cooldown)
+        config[ops.CONFIG_REFRACTORY] = float(settings.refractory_time)
+        config[ops.CONFIG_REDUCTION] = float(reduction)
+        config[ops.CONFIG_LEARNING_RATE] = self.learning_rate
+        config[ops.CONFIG_INIT_SCALE] = self.init_scale
+        self.register_buffer("config", config, persistent=False)
+
+    # ---- public API ------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Inference: ``[B, n_inputs]`` raw values to ``[B, n_outputs]`` outputs (sigmoid; exactly 0
+        for an output that received nothing). Samples run in order, like Hanami's request task."""
+        return self.predict_many(x)
+
+    @torch.no_grad()
+    def predict_many(self, inputs, *, progress: bool = False) -> torch.Tensor:
+        """Outputs ``[B, n_outputs]`` for the rows of ``inputs`` (``[B, n_inputs]`` or a dict of
+        ``[B, n]`` tensors by input-brick name), one C++ call (or chunks when ``progress``)."""
+        x = self._samples(inputs, self.n_inputs, self.template.input_bricks, "inputs")
+        out = torch.empty(x.shape[0], self.n_outputs, dtype=torch.float32)
+        for lo, hi in _chunks(x.shape[0], progress, "predict"):
+            self._sync_threads()
+            ops.predict_(self._layout(), self._state(), self.config, x[lo:hi], out[lo:hi])
+        return out
+
+    @torch.no_grad()
+    def learn_many(self, inputs, targets, *, progress: bool = False) -> torch.Tensor:
+        """Online learning, one sample per step in row order (Hanami's training task).
+
+        Args:
+            inputs: ``[B, n_inputs]`` raw values, or a dict by input-brick name.
+            targets: ``[B, n_outputs]`` wanted outputs (one-hot for classes), or a dict by name.
+            progress: show a progress bar (the samples then run in chunks of C++ calls).
+        Returns:
+            ``[B, n_outputs]``: each sample's output as computed before its own update.
+        """
+        x = self._samples(inputs, self.n_inputs, self.template.input_bricks, "inputs")
+        y = self._samples(targets, self.n_outputs, self.template.output_bricks, "targets")
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"inputs have {x.shape[0]} rows but targets have {y.shape[0]}")
+        out = torch.empty_like(y)
+        for lo, hi in _chunks(x.shape[0], progress, "learn"):
+            self._train(x[lo:hi], y[lo:hi], out[lo:hi])
+        if x.shape[0] > 1:
+            self.compact()
+        return out
+
+    def learn_one(self, x, y) -> torch.Tensor:
+        """One online learning step; ``x`` is ``[n_inputs]`` (or a dict), ``y`` ``[n_outputs]``.
+        Returns the output ``[n_outputs]`` computed before the update."""
+        return self.learn_many(_one(x), _one(y))[0]
+
+    def predict_one(self, x) -> torch.Tensor:
+        """Outputs ``[n_outputs]`` for one sample ``[n_inputs]`` (or a dict by brick name)."""
+        return self.predict_many(_one(x))[0]
+
+    def split_outputs(self, outputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Splits ``[..., n_outputs]`` into a dict by output-brick name (template order)."""
+        result, start = {}, 0
+        for brick in self.template.output_bricks:
+            result[brick.name] = outputs[..., start : start + brick.number_of_neurons]
+            start += brick.number_of_neurons
+        return result
+
+    def reset_state(self) -> None:
+        """Forgets the neuron state carried between samples (only matters with spiking settings)."""
+        self.potential.zero_()
+        self.active.zero_()
+        self.refractory.fill_(1)
+
+    @torch.no_grad()
+    def compact(self, slack: int = 1) -> None:
+        """Packs the synapse arena densely (``slack`` spare slots per section) and frees the rest."""
+        ops.compact_(self._layout(), self._state(), self.config, slack)
+        if int(self.counters[ops.COUNTER_PROCESSED]) == 1:
+            self._resize_arena(int(self.counters[ops.COUNTER_ARENA_TOP]))
+
+    @torch.no_grad()
+    def stats(self) -> dict:
+        """Size of the network: synapses, sections and bytes, in total and per target brick."""
+        slot_bytes = SLOT_BYTES_REDUCTION if self.syn_counter.numel() else SLOT_BYTES
+        sec_block = self.sec_block.numpy()
+        live = np.nonzero(sec_block >= 0)[0]
+        per_section = _synapses_per_section(
+            self.sec_start.numpy()[live], self.sec_len.numpy()[live], self.syn_target.numpy()
+        )
+        target_brick = self.block_info.numpy()[sec_block[live], 0] if live.size else live
+        caps = self.sec_cap.numpy()[live].astype(np.int64)
+        synapses = int(per_section.sum())
+        synapse_bytes = int(self.syn_weight.numel()) * slot_bytes
+        bricks = {}
+        for index, brick in enumerate(self.template.bricks):
+            mask = target_brick == index
+            bricks[_brick_label(brick, index)] = {
+                "synapses": int(per_section[mask].sum()),
+                "sections": int(mask.sum()),
+                "synapse_bytes": int(caps[mask].sum()) * slot_bytes,
+            }
+        return {
+            "synapses": synapses,
+            "sections": int(live.size),
+            "synapse_bytes": synapse_bytes,
+            "bytes_per_synapse": synapse_bytes / synapses if synapses else float("nan"),
+            "section_table_bytes": int(sec_block.size) * SECTION_BYTES,
+            "arena_slots_used": int(self.counters[ops.COUNTER_ARENA_TOP] - self.counters[ops.COUNTER_GARBAGE]),
+            "arena_capacity": int(self.syn_weight.numel()),
+            "steps": int(self.counters[ops.COUNTER_STEP]),
+            "bricks": bricks,
+        }
+
+    def extra_repr(self) -> str:
+        sizes = "→".join(str(b.number_of_neurons) for b in self.template.bricks)
+        return (
+            f"bricks={sizes}, seed={self.seed}, compat={self.compat}, "
+            f"learning_rate={self.learning_rate}, init_scale={self.init_scale}"
+        )
+
+    # ---- internals -------------------------------------------------------------------------
+
+    def _layout(self) -> list[torch.Tensor]:
+        return [getattr(self, name) for name in ops.LAYOUT]
+
+    def _state(self) -> list[torch.Tensor]:
+        return [getattr(self, name) for name in ops.STATE]
+
+    def _sync_threads(self) -> None:
+        self.config[ops.CONFIG_THREADS] = float(torch.get_num_threads())
+
+    def _train(self, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> None:
+        start, stalled = 0, 0
+        while start < x.shape[0]:
+            self._sync_threads()
+            ops.train_(self._layout(), self._state(), self.config, x, y, out, start)
+            done = int(self.counters[ops.COUNTER_PROCESSED])
+            if done < x.shape[0]:  # the arena is full: grow it and go on from that sample
+                stalled = stalled + 1 if done == start else 0
+                if stalled > 2:
+                    raise RuntimeError("hanami: the synapse arena did not grow as needed (bug)")
+                self._resize_arena(max(2 * self.syn_weight.numel(), INITIAL_ARENA_SLOTS))
+            start = done
+
+    def _resize_arena(self, capacity: int) -> None:
+        """Moves the arena into tensors of ``capacity`` slots (keeping everything below the top)."""
+        top = int(self.counters[ops.COUNTER_ARENA_TOP])
+        capacity = max(capacity, top)
+        if capacity == self.syn_weight.numel():
+            return
+        if capacity >= 2**31:
+            raise RuntimeError("hanami: the synapse arena would exceed 2**31 slots")
+        keep = min(top, capacity)
+
+        def moved(old: torch.Tensor, fill) -> torch.Tensor:
+            if old.numel() == 0:
+                return old
+            new = torch.full((capacity,), fill, dtype=old.dtype)
+            new[:keep] = old[:keep]
+            return new
+
+        self.syn_weight = moved(self.syn_weight, 0.0)
+        self.syn_upper = moved(self.syn_upper, 0.0)
+        self.syn_target = moved(self.syn_target, ops.EMPTY_TARGET)
+        self.syn_counter = moved(self.syn_counter, 0)
+
+    def _samples(self, data, width: int, bricks, what: str) -> torch.Tensor:
+        """Turns user data into a contiguous float32 CPU tensor ``[B, width]``, or raises ValueError."""
+        if isinstance(data, Mapping):
+            data = _join_bricks(data, bricks, what)
+        if isinstance(data, np.ndarray):
+            data = torch.from_numpy(data)
+        elif not isinstance(data, torch.Tensor):
+            try:
+                data = torch.as_tensor(data)
+            except (TypeError, ValueError, RuntimeError) as error:
+                raise ValueError(f"{what} must be a tensor, an array or a dict of them: {error}") from None
+        if data.device.type != "cpu":
+            raise ValueError(
+                f"{what} are on {data.device} but this cluster runs on the CPU; pass CPU tensors "
+                "(x.cpu())"
+            )
+        if data.dtype == torch.bool or data.is_complex() or not (
+            data.is_floating_point() or data.dtype in _INTEGER_DTYPES
+        ):
+            raise ValueError(f"{what} must hold real numbers (float or integer dtype), got {data.dtype}")
+        if data.dim() != 2 or data.shape[1] != width:
+            raise ValueError(f"{what} must be shaped [samples, {width}], got {list(data.shape)}")
+        if data.shape[0] == 0:
+            raise ValueError(f"{what} are empty: pass at least one sample")
+        data = data.to(torch.float32).contiguous()
+        if not bool(torch.isfinite(data).all()):
+            bad = int((~torch.isfinite(data)).any(dim=1).nonzero()[0])
+            raise ValueError(
+                f"{what} row {bad} contains NaN or infinity; Hanami takes any finite value "
+                "(no normalisation needed), so replace or drop that sample"
+            )
+        return data
+
+
+_INTEGER_DTYPES = {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64}
+
+
+def _layout(template: Template) -> tuple[np.ndarray, np.ndarray]:
+    """brick_info [bricks, 5] (neuron_start, count, kind, io_offset, first_block) and
+    block_info [blocks, 3] (brick, first_neuron, count) for the template."""
+    brick_info = np.zeros((len(template.bricks), 5), dtype=np.int32)
+    blocks = []
+    neuron, io_in, io_out = 0, 0, 0
+    for index, brick in enumerate(template.bricks):
+        count = brick.number_of_neurons
+        kind = _BRICK_KIND[brick.kind]
+        io = io_in if kind == 1 else io_out if kind == 2 else 0
+        brick_info[index] = (neuron, count, kind, io, len(blocks))
+        for first in range(0, count, 64):
+            blocks.append((index, neuron + first, min(64, count - first)))
+        neuron += count
+        io_in += count if kind == 1 else 0
+        io_out += count if kind == 2 else 0
+    return brick_info, np.asarray(blocks, dtype=np.int32).reshape(-1, 3)
+
+
+def _join_bricks(data: Mapping, bricks, what: str):
+    names = [b.name for b in bricks]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ValueError(f"unknown brick name(s) {unknown} in {what}; this cluster's bricks are {names}")
+    missing = [n for n in names if n not in data]
+    if missing:
+        raise ValueError(f"{what} lack brick(s) {missing}; give a tensor for each of {names}")
+    parts = []
+    for brick in bricks:
+        part = torch.as_tensor(data[brick.name])
+        if part.dim() == 1:
+            part = part.unsqueeze(0)
+        if part.dim() != 2 or part.shape[1] != brick.number_of_neurons:
+            raise ValueError(
+                f"{what}[{brick.name!r}] must be shaped [samples, {brick.number_of_neurons}], "
+                f"got {list(part.shape)}"
+            )
+        parts.append(part)
+    rows = {p.shape[0] for p in parts}
+    if len(rows) != 1:
+        raise ValueError(f"the bricks of {what} differ in their number of samples: {sorted(rows)}")
+    return torch.cat([p.to(torch.float64) if p.is_floating_point() else p for p in parts], dim=1)
+
+
+def _one(sample):
+    """A single sample (1-D tensor or dict of 1-D tensors) as a batch of one."""
+    if isinstance(sample, Mapping):
+        return {name: torch.as_tensor(value).reshape(1, -1) for name, value in sample.items()}
+    sample = torch.as_tensor(sample) if not isinstance(sample, np.ndarray) else torch.from_numpy(sample)
+    if sample.dim() != 1:
+        raise ValueError(f"a single sample must be 1-D, got shape {list(sample.shape)}; use *_many for batches")
+    return sample.unsqueeze(0)
+
+
+def _chunks(n: int, progress: bool, what: str):
+    """Row ranges to hand to one C++ call each: everything at once, or chunks for a progress bar."""
+    if not progress:
+        yield 0, n
+        return
+    from tqdm.auto import tqdm
+
+    chunk = 2000
+    with tqdm(total=n, desc=what, unit="sample", unit_scale=True) as bar:
+        for lo in range(0, n, chunk):
+            hi = min(n, lo + chunk)
+            yield lo, hi
+            bar.update(hi - lo)
+
+
+def _synapses_per_section(starts: np.ndarray, lens: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Number of non-empty slots in each section's arena range."""
+    if starts.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    lens = lens.astype(np.int64)
+    owner = np.repeat(np.arange(starts.size), lens)
+    offsets = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
+    slots = starts.astype(np.int64)[owner] + offsets
+    filled = targets[slots] != ops.EMPTY_TARGET
+    return np.bincount(owner, weights=filled, minlength=starts.size).astype(np.int64)
+
+
+def _brick_label(brick, index: int) -> str:
+    return brick.name if brick.name else f"brick{index}@{','.join(map(str, brick.position))}"

@@ -1,0 +1,96 @@
+"""Thin wrappers around the ``torch.ops.hanami`` C++ ops, with their fake (meta) kernels.
+
+The ops take the cluster's tensors as two lists in the order of ``LAYOUT`` and ``STATE`` (the same
+order as ``csrc/cluster_state.h``) plus a float64 ``config`` vector. They mutate ``state`` in place
+and never change a shape; when the synapse arena is full, ``train_`` stops at a sample boundary and
+:class:`hanami_torch.HanamiCluster` enlarges the arena and calls again.
+"""
+
+from __future__ import annotations
+
+import torch
+
+try:
+    from . import _C  # noqa: F401  (importing it registers torch.ops.hanami)
+except ImportError as error:  # pragma: no cover - depends on how the package was installed
+    raise ImportError(
+        "hanami_torch's C++ extension (hanami_torch._C) is not built. Build it from the "
+        "repository root with `pip install --no-build-isolation -e .` (torch must be installed "
+        "first), or run `make test`, which sets everything up. Original error: " + str(error)
+    ) from error
+
+#: names of the layout tensors, in op order (read-only description of bricks and blocks)
+LAYOUT = ("brick_info", "brick_targets", "block_info")
+
+#: names of the state tensors, in op order (everything learning changes)
+STATE = (
+    "brick_grid",
+    "potential",
+    "active",
+    "refractory",
+    "request",
+    "sec_block",
+    "sec_offset",
+    "sec_has_next",
+    "sec_conn",
+    "sec_start",
+    "sec_len",
+    "sec_cap",
+    "syn_weight",
+    "syn_upper",
+    "syn_target",
+    "syn_counter",
+    "counters",
+)
+
+#: indices into the int64 ``counters`` tensor
+COUNTER_STEP, COUNTER_ARENA_TOP, COUNTER_GARBAGE, COUNTER_NEEDY = 0, 1, 2, 3
+COUNTER_PROCESSED, COUNTER_SYNAPSES, COUNTER_SECTIONS = 4, 5, 6
+N_COUNTERS = 8
+
+#: indices into the float64 ``config`` tensor
+CONFIG_SEED, CONFIG_COMPAT, CONFIG_COOLDOWN, CONFIG_REFRACTORY = 0, 1, 2, 3
+CONFIG_REDUCTION, CONFIG_LEARNING_RATE, CONFIG_INIT_SCALE, CONFIG_THREADS = 4, 5, 6, 7
+N_CONFIG = 16
+
+#: values of ``sec_block`` that are not a block
+NO_SECTION, PENDING_SECTION = -1, -2
+EMPTY_TARGET = 0xFF
+
+
+def train_(layout, state, config, inputs, targets, outputs, start: int) -> None:
+    """Online learning, one Hanami cycle per row of ``inputs`` from row ``start`` on.
+
+    ``inputs`` float32 ``[B, n_inputs]`` (raw values), ``targets`` float32 ``[B, n_outputs]``,
+    ``outputs`` float32 ``[B, n_outputs]`` receives each sample's output before its update.
+    ``state[counters][4]`` tells how many rows are done (less than B when the arena must grow).
+    """
+    torch.ops.hanami.train_(list(layout), list(state), config, inputs, targets, outputs, start)
+
+
+def predict_(layout, state, config, inputs, outputs) -> None:
+    """Request mode: forward passes over the rows of ``inputs`` in order, no growth."""
+    torch.ops.hanami.predict_(list(layout), list(state), config, inputs, outputs)
+
+
+def compact_(layout, state, config, slack: int) -> None:
+    """Rewrites the synapse arena densely, ``slack`` spare slots per section (at least 1)."""
+    torch.ops.hanami.compact_(list(layout), list(state), config, slack)
+
+
+@torch.library.register_fake("hanami::train_")
+def _train_fake(layout, state, config, inputs, targets, outputs, start):
+    torch._check(inputs.dim() == 2, lambda: "inputs must be [samples, n_inputs]")
+    torch._check(targets.shape[0] == inputs.shape[0], lambda: "targets and inputs differ in rows")
+    torch._check(outputs.shape == targets.shape, lambda: "outputs must be shaped like targets")
+
+
+@torch.library.register_fake("hanami::predict_")
+def _predict_fake(layout, state, config, inputs, outputs):
+    torch._check(inputs.dim() == 2, lambda: "inputs must be [samples, n_inputs]")
+    torch._check(outputs.shape[0] == inputs.shape[0], lambda: "outputs and inputs differ in rows")
+
+
+@torch.library.register_fake("hanami::compact_")
+def _compact_fake(layout, state, config, slack):
+    return None
