@@ -84,7 +84,7 @@ class HanamiCluster(nn.Module):
         self.init_scale = float(init_scale)
 
         targets = geometry.target_brick_lists(template, self.seed, self.compat)
-        geometry.validate_connectivity(template, targets)
+        geometry.validate_connectivity(template, targets, compat=self.compat)
         brick_info, block_info = _layout(template)
         n_neurons = int(brick_info[:, 1].sum())
         n_sections = n_neurons * 8

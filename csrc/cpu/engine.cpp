@@ -6,8 +6,12 @@
 // connection slot, like Hanami's connection blocks); inside a section, slots in order.
 #include "engine.h"
 
+#include "simd.h"
+#include "team.h"
+
 #include <algorithm>
 #include <cstring>
+#include <memory>
 
 namespace hanami {
 namespace {
@@ -54,9 +58,10 @@ Engine::Engine(const ClusterView& view, const Config& config) : v_(view), cfg_(c
       if (v_.request[n] >= 0.0f) request_candidates_.push_back(n);
   }
   block_input_.assign(size_t(v_.n_blocks) * kNeuronsPerBlock, 0.0f);
-  block_delta_.assign(size_t(v_.n_blocks) * kNeuronsPerBlock, 0.0f);
+  block_delta_.assign(size_t(v_.n_blocks) * kDeltaStride, 0.0f);
   slot_value_.assign(n_sections, 0.0f);
-  visits_.assign(v_.n_bricks, {});
+  lanes_.resize(std::max(1, cfg_.threads));
+  for (Lane& lane : lanes_) lane.visits.assign(v_.n_bricks, {});
 }
 
 // ---- arena -------------------------------------------------------------------------------------
@@ -313,7 +318,8 @@ void Engine::resize_grid(int32_t brick) {
 
 // Creates the synapse of an empty slot that a training walk reached (spec §4.4): its border is all
 // the remaining potential, so the walk ends here. Returns its target neuron inside the block.
-int32_t Engine::create_synapse(int32_t s, int k, float p_above, float lower, int32_t block_neurons) {
+int32_t Engine::create_synapse(Lane& lane, int32_t s, int k, float p_above, float lower,
+                              int32_t block_neurons) {
   const int64_t base = v_.sec_start[s];
   const int len = v_.sec_len[s];
   const uint32_t key = uint32_t(s);
@@ -330,98 +336,109 @@ int32_t Engine::create_synapse(int32_t s, int k, float p_above, float lower, int
   for (int j = k + 1; j < len; ++j) v_.syn_upper[base + j] = v_.syn_upper[base + j] + shift;
   if (v_.syn_counter) v_.syn_counter[base + k] = kCounterStart;
   if (k >= len) v_.sec_len[s] = uint8_t(k + 1);
-  v_.counters[kSynapses] += 1;
+  lane.synapses_created += 1;
   return v_.syn_target[base + k];
 }
 
 // Training walk of one section (spec §4.3): creates, splits, adds contributions, asks for a
 // successor section when the signal survives all 63 slots. Returns the number of reached slots.
-int32_t Engine::walk_train(int32_t s, float potential, float* block_input, int32_t block_neurons) {
+int32_t Engine::walk_train(Lane& lane, int32_t s, float potential, float* block_input,
+                           int32_t block_neurons) {
   const float p_above = potential - v_.sec_offset[s];
   const int64_t base = v_.sec_start[s];
   float* upper = v_.syn_upper + base;
   float* weight = v_.syn_weight + base;
   uint8_t* target = v_.syn_target + base;
   const int len = v_.sec_len[s];
-  float lower = 0.0f;
-  int k = 0;
-  int32_t reached_slots = -1;
+  int k = fast_prefix(upper, target, len, p_above);
+  for (int j = 0; j < k; ++j) block_input[target[j]] += weight[j];
+  float lower = k > 0 ? upper[k - 1] : 0.0f;
   for (; k < len; ++k) {
     const float r = remaining(p_above, lower);
-    if (!reached(r)) {
-      reached_slots = k;
-      break;
-    }
+    if (!reached(r)) return finish_walk(lane, s, k, false);
     const uint8_t t = target[k];
-    if (t == kEmptyTarget) {
-      const int32_t created = create_synapse(s, k, p_above, lower, block_neurons);
-      block_input[created] += contribution(weight[k], r, upper[k] - lower);
-      reached_slots = k + 1;
-      break;
-    }
     const float u = upper[k];
-    float border = u - lower;
-    if (should_split(border, r, k)) {
-      upper[k] = split_upper(lower, u);
-      if (k + 1 == len) {  // the upper half becomes an empty slot with a border
-        upper[k + 1] = u;
-        weight[k + 1] = 0.0f;
-        target[k + 1] = kEmptyTarget;
-        if (v_.syn_counter) v_.syn_counter[base + k + 1] = 0;
-        v_.sec_len[s] = uint8_t(len + 1);
+    const float border = u - lower;
+    // Fast path: a full synapse. Anything else (empty slot, split, partial cover) ends the walk:
+    // after a partly covered slot the remaining potential is negative.
+    if (t == kEmptyTarget || r < border) {
+      if (t == kEmptyTarget) {
+        const int32_t created = create_synapse(lane, s, k, p_above, lower, block_neurons);
+        block_input[created] += contribution(weight[k], r, upper[k] - lower);
+      } else {
+        float b = border;
+        if (should_split(border, r, k)) {
+          upper[k] = split_upper(lower, u);
+          if (k + 1 == len) {  // the upper half becomes an empty slot with a border
+            upper[k + 1] = u;
+            weight[k + 1] = 0.0f;
+            target[k + 1] = kEmptyTarget;
+            if (v_.syn_counter) v_.syn_counter[base + k + 1] = 0;
+            v_.sec_len[s] = uint8_t(len + 1);
+          }
+          b = upper[k] - lower;
+        }
+        block_input[t] += contribution(weight[k], r, b);
       }
-      border = upper[k] - lower;
-      block_input[t] += contribution(weight[k], r, border);
-      reached_slots = k + 1;
-      break;
+      if (v_.sec_len[s] != len) lane.grown.push_back(s);
+      return finish_walk(lane, s, k + 1, false);
     }
-    block_input[t] += contribution(weight[k], r, border);
+    block_input[t] += weight[k];
     lower = u;
   }
-  if (reached_slots < 0) {  // walked every stored slot
-    const float r = remaining(p_above, lower);
-    if (k < kSynapsesPerSection && reached(r)) {
-      const int32_t created = create_synapse(s, k, p_above, lower, block_neurons);
-      block_input[created] += contribution(weight[k], r, upper[k] - lower);
-      reached_slots = k + 1;
-    } else {
-      reached_slots = k;
-      // the signal survived the whole section: the chain needs a successor (spec §4.7)
-      const bool survived = k == kSynapsesPerSection && reached(r);
-      const int32_t neuron = s / kSectionsPerNeuron;
-      const bool wants_next = survived && !v_.sec_has_next[s];
-      if (wants_next) {
-        const float offset = chain_offset(v_.sec_offset[s], lower, cfg_.compat);
-        if (!cfg_.compat) requests_.push_back({neuron, s, offset});
-        else v_.request[neuron] = offset;
-        v_.sec_has_next[s] = 1;
-      }
-      if (cfg_.compat) {
-        if (!wants_next) v_.request[neuron] = -1.0f;  // last writer wins (bug B3)
-        else request_candidates_.push_back(neuron);
-      }
-      return reached_slots;
-    }
+  const float r = remaining(p_above, lower);
+  if (k < kSynapsesPerSection) {
+    if (!reached(r)) return finish_walk(lane, s, k, false);
+    const int32_t created = create_synapse(lane, s, k, p_above, lower, block_neurons);
+    block_input[created] += contribution(weight[k], r, upper[k] - lower);
+    lane.grown.push_back(s);
+    return finish_walk(lane, s, k + 1, false);
   }
-  if (cfg_.compat) v_.request[s / kSectionsPerNeuron] = -1.0f;
-  if (v_.sec_len[s] != len) ensure_reserve(s);
+  // the signal survived all 63 slots: the chain needs a successor (spec §4.7)
+  return finish_walk(lane, s, k, reached(r) ? 1 : 0, lower);
+}
+
+// Records what a finished walk asks for: a successor section when the signal survived the whole
+// section and none exists yet. Compat mode keeps Hanami's per-neuron flag, which every walk
+// overwrites (last writer wins, bug B3).
+int32_t Engine::finish_walk(Lane& lane, int32_t s, int32_t reached_slots, bool survived,
+                            float last_upper) {
+  const int32_t neuron = s / kSectionsPerNeuron;
+  const bool wants_next = survived && !v_.sec_has_next[s];
+  if (wants_next) {
+    const float offset = chain_offset(v_.sec_offset[s], last_upper, cfg_.compat);
+    v_.sec_has_next[s] = 1;
+    if (cfg_.compat)
+      lane.flags.emplace_back(neuron, offset);
+    else
+      lane.requests.push_back({neuron, s, offset});
+  } else if (cfg_.compat) {
+    lane.flags.emplace_back(neuron, -1.0f);
+  }
   return reached_slots;
 }
 
 void Engine::walk_infer(int32_t s, float potential, float* block_input) const {
   const float p_above = potential - v_.sec_offset[s];
   const int64_t base = v_.sec_start[s];
-  const float* upper = v_.syn_upper + base;
-  const float* weight = v_.syn_weight + base;
-  const uint8_t* target = v_.syn_target + base;
+  const float* __restrict upper = v_.syn_upper + base;
+  const float* __restrict weight = v_.syn_weight + base;
+  const uint8_t* __restrict target = v_.syn_target + base;
   const int len = v_.sec_len[s];
-  float lower = 0.0f;
-  for (int k = 0; k < len; ++k) {
+  int k = fast_prefix(upper, target, len, p_above);
+  for (int j = 0; j < k; ++j) block_input[target[j]] += weight[j];
+  float lower = k > 0 ? upper[k - 1] : 0.0f;
+  for (; k < len; ++k) {
     const float r = remaining(p_above, lower);
     if (!reached(r)) break;
     const float u = upper[k];
     const uint8_t t = target[k];
-    if (t != kEmptyTarget) block_input[t] += contribution(weight[k], r, u - lower);
+    const float border = u - lower;
+    if (r < border) {  // partly covered: the last reached slot
+      if (t != kEmptyTarget) block_input[t] += contribution(weight[k], r, border);
+      break;
+    }
+    if (t != kEmptyTarget) block_input[t] += weight[k];
     lower = u;
   }
 }
@@ -447,36 +464,89 @@ bool Engine::input_phase(const float* x, bool training) {
   return v_.counters[kNeedy] == 0 || compact(kCompactSlack);
 }
 
-void Engine::forward_brick(int b, bool training) {
-  auto& visits = visits_[b];
-  visits.clear();
-  const int32_t first = v_.brick_first_block(b);
-  for (int g = first; g < first + v_.brick_blocks(b); ++g) {
+void Engine::share_of(int b, int member, int members, int* first, int* last) const {
+  const int32_t begin = v_.brick_first_block(b), end = begin + v_.brick_blocks(b);
+  if (members == 1) {
+    *first = begin;
+    *last = end;
+    return;
+  }
+  // contiguous runs of blocks with about the same number of sections each
+  int64_t total = 0;
+  for (int g = begin; g < end; ++g) total += int64_t(block_sections_[g].size());
+  int64_t seen = 0;
+  int g = begin;
+  const int64_t from = total * member / members, to = total * (member + 1) / members;
+  while (g < end && seen + int64_t(block_sections_[g].size()) / 2 < from) seen += block_sections_[g++].size();
+  *first = member == 0 ? begin : g;
+  while (g < end && seen + int64_t(block_sections_[g].size()) / 2 < to) seen += block_sections_[g++].size();
+  *last = member == members - 1 ? end : g;
+}
+
+void Engine::forward_blocks(int b, int first, int last, bool training, Lane& lane) {
+  auto& visits = lane.visits[b];
+  for (int g = first; g < last; ++g) {
     float* block_input = block_input_.data() + size_t(g) * kNeuronsPerBlock;
     const int32_t block_neurons = v_.block_count(g);
     for (int32_t s : block_sections_[g]) {
       const int32_t source = s / kSectionsPerNeuron;
       if (!v_.active[source]) continue;
       if (training)
-        visits.push_back({s, walk_train(s, v_.potential[source], block_input, block_neurons)});
+        visits.push_back({s, walk_train(lane, s, v_.potential[source], block_input, block_neurons)});
       else
         walk_infer(s, v_.potential[source], block_input);
     }
   }
 }
 
+void Engine::forward_brick(int b, bool training, Team* team) {
+  for (Lane& lane : lanes_) lane.visits[b].clear();
+  if (team == nullptr || v_.brick_blocks(b) < 2) {
+    forward_blocks(b, v_.brick_first_block(b), v_.brick_first_block(b) + v_.brick_blocks(b),
+                   training, lanes_[0]);
+  } else {
+    team->run([&](int member) {
+      int first, last;
+      share_of(b, member, team->size(), &first, &last);
+      forward_blocks(b, first, last, training, lanes_[member]);
+    });
+  }
+  if (training) merge_lanes(b);
+}
+
+// Applies what the walks of a brick collected, in member order = processing order.
+void Engine::merge_lanes(int b) {
+  (void)b;
+  std::vector<int32_t> grown;
+  for (Lane& lane : lanes_) {
+    for (const auto& [neuron, value] : lane.flags) {  // compat: the last writer wins
+      v_.request[neuron] = value;
+      if (value >= 0.0f) request_candidates_.push_back(neuron);
+    }
+    lane.flags.clear();
+    requests_.insert(requests_.end(), lane.requests.begin(), lane.requests.end());
+    lane.requests.clear();
+    grown.insert(grown.end(), lane.grown.begin(), lane.grown.end());
+    lane.grown.clear();
+    v_.counters[kSynapses] += lane.synapses_created;
+    lane.synapses_created = 0;
+  }
+  // reserves are renewed in section order, so the arena layout does not depend on the threads
+  std::sort(grown.begin(), grown.end());
+  for (int32_t s : grown) ensure_reserve(s);
+}
+
 void Engine::update_neurons(int b, bool training, const float* target, float* output) {
   const int32_t start = v_.brick_start(b);
-  const size_t padded = size_t(v_.brick_first_block(b)) * kNeuronsPerBlock;
-  float* input = block_input_.data() + padded;
+  const int32_t first_block = v_.brick_first_block(b);
+  float* input = block_input_.data() + size_t(first_block) * kNeuronsPerBlock;
   if (v_.brick_kind(b) == kOutput) {
-    float* delta = block_delta_.data() + padded;
     for (int i = 0; i < v_.brick_count(b); ++i) {
       const float o = output_activation(input[i]);
       v_.potential[start + i] = o;
       v_.active[start + i] = 0;
       output[v_.brick_io(b) + i] = o;
-      if (training) delta[i] = output_delta(o, target[v_.brick_io(b) + i]);
+      if (training) *delta_of(first_block, i) = output_delta(o, target[v_.brick_io(b) + i]);
     }
   } else {
     for (int i = 0; i < v_.brick_count(b); ++i) {
@@ -501,67 +571,72 @@ void Engine::update_neurons(int b, bool training, const float* target, float* ou
 
 // Hanami's backward rule (spec §5): bricks in reverse, neuron deltas from their section slots,
 // then every reached synapse into the brick moves by lr * delta of its target.
-void Engine::backward() {
+void Engine::backward(Team* team) {
   for (int b = v_.n_bricks - 1; b >= 0; --b) {
     const int32_t kind = v_.brick_kind(b);
     if (kind == kInput) continue;
-    const size_t padded = size_t(v_.brick_first_block(b)) * kNeuronsPerBlock;
     if (kind == kHidden) {
-      float* delta = block_delta_.data() + padded;
       const int32_t start = v_.brick_start(b);
+      const int32_t first_block = v_.brick_first_block(b);
       for (int i = 0; i < v_.brick_count(b); ++i) {
         const int32_t n = start + i;
+        float* delta = delta_of(first_block, i);
         if (!v_.active[n]) {
-          delta[i] = 0.0f;
+          *delta = 0.0f;
           continue;
         }
         float sum = 0.0f;
         for (int p = 0; p < kSectionsPerNeuron; ++p) sum = sum + slot_value_[size_t(n) * 8 + p];
-        delta[i] = hidden_delta(sum, v_.potential[n]);
+        *delta = hidden_delta(sum, v_.potential[n]);
       }
     }
-    const float lr = cfg_.learning_rate;
-    for (const Visit& visit : visits_[b]) {
-      const int32_t s = visit.section;
-      const int32_t g = v_.sec_block[s];
-      const float* delta = block_delta_.data() + size_t(g) * kNeuronsPerBlock;
-      const int64_t base = v_.sec_start[s];
-      float* weight = v_.syn_weight + base;
-      const uint8_t* target = v_.syn_target + base;
-      if (v_.syn_counter) {
-        uint8_t* counter = v_.syn_counter + base;
-        const int32_t first_neuron = v_.block_first_neuron(g);
-        const int32_t block_neurons = v_.block_count(g);
-        for (int k = 0; k < visit.reached; ++k) {
-          const uint8_t t = target[k];
-          if (t == kEmptyTarget) continue;
-          const float tp = t < block_neurons ? v_.potential[first_neuron + t] : 0.0f;
-          counter[k] = counted(counter[k], tp, weight[k]);
-        }
-      }
-      const bool source_is_input = v_.brick_kind(neuron_brick(s / kSectionsPerNeuron)) == kInput;
-      if (source_is_input) {  // nobody reads an input neuron's delta: only update the weights
-        for (int k = 0; k < visit.reached; ++k) {
-          const uint8_t t = target[k];
-          if (t == kEmptyTarget) continue;
-          const float d = delta[t];
-          if (d != 0.0f) weight[k] = updated_weight(weight[k], d, lr);
-        }
-      } else {
-        float acc = 0.0f;
-        for (int k = 0; k < visit.reached; ++k) {
-          const uint8_t t = target[k];
-          if (t == kEmptyTarget) continue;
-          const float d = delta[t];
-          acc = acc + d * weight[k];
-          weight[k] = updated_weight(weight[k], d, lr);
-        }
-        slot_value_[s] = acc;
-      }
+    if (team == nullptr || v_.brick_blocks(b) < 2) {
+      for (Lane& lane : lanes_) backward_visits(b, lane);
+    } else {  // each member updates the sections it walked: the same blocks as in forward
+      team->run([&](int member) { backward_visits(b, lanes_[member]); });
     }
   }
-  for (int b = 0; b < v_.n_bricks; ++b)
-    for (const Visit& visit : visits_[b]) slot_value_[visit.section] = 0.0f;
+  for (Lane& lane : lanes_)
+    for (const auto& visits : lane.visits)
+      for (const Visit& visit : visits) slot_value_[visit.section] = 0.0f;
+}
+
+// Deltas are read without branches: a block's delta row has 256 entries, so the empty marker 0xFF
+// reads a zero, and a zero delta leaves the weight bit-identical (w - lr*0 == w).
+void Engine::backward_visits(int b, Lane& lane) {
+  const float lr = cfg_.learning_rate;
+  for (const Visit& visit : lane.visits[b]) {
+    const int32_t s = visit.section;
+    const int32_t g = v_.sec_block[s];
+    const float* __restrict delta = block_delta_.data() + size_t(g) * kDeltaStride;
+    const int64_t base = v_.sec_start[s];
+    float* __restrict weight = v_.syn_weight + base;
+    const uint8_t* __restrict target = v_.syn_target + base;
+    const int reached_slots = visit.reached;
+    if (v_.syn_counter) {
+      uint8_t* counter = v_.syn_counter + base;
+      const int32_t first_neuron = v_.block_first_neuron(g);
+      const int32_t block_neurons = v_.block_count(g);
+      for (int k = 0; k < reached_slots; ++k) {
+        const uint8_t t = target[k];
+        if (t == kEmptyTarget) continue;
+        const float tp = t < block_neurons ? v_.potential[first_neuron + t] : 0.0f;
+        counter[k] = counted(counter[k], tp, weight[k]);
+      }
+    }
+    if (v_.brick_kind(neuron_brick(s / kSectionsPerNeuron)) == kInput) {
+      // nobody reads an input neuron's delta: only the weights move
+      sgd_step(weight, target, delta, reached_slots, lr);
+    } else {
+      float acc = 0.0f;
+      for (int k = 0; k < reached_slots; ++k) {
+        const float d = delta[target[k]];
+        acc = acc + d * weight[k];
+        weight[k] = updated_weight(weight[k], d, lr);
+      }
+      slot_value_[s] = acc;
+    }
+  }
 }
 
 // Reduction (spec §5.7): counters of non-persistent synapses decay; a synapse at 0 is deleted and
@@ -658,6 +733,9 @@ void Engine::reduce() {
 
 int64_t Engine::train(const float* inputs, int64_t n_inputs, const float* targets,
                       int64_t n_outputs, float* outputs, int64_t start, int64_t count) {
+  // A team pays off only over many samples; one sample per call stays on the calling thread.
+  std::unique_ptr<Team> team;
+  if (int(lanes_.size()) > 1 && count - start >= 64) team = std::make_unique<Team>(int(lanes_.size()));
   for (int64_t i = start; i < count; ++i) {
     // sample boundary: the only place where the arena is compacted
     if (v_.counters[kNeedy] > 0 ||
@@ -668,11 +746,11 @@ int64_t Engine::train(const float* inputs, int64_t n_inputs, const float* target
     if (!input_phase(inputs + i * n_inputs, true)) return i;  // retried after the arena grew
     for (int b = 0; b < v_.n_bricks; ++b) {
       if (v_.brick_kind(b) == kInput) continue;
-      forward_brick(b, true);
+      forward_brick(b, true, team.get());
       update_neurons(b, true, targets + i * n_outputs, outputs + i * n_outputs);
     }
     create_requested_sections();
-    backward();
+    backward(team.get());
     v_.counters[kStep] = step_ + 1;
     if (cfg_.reduction && v_.counters[kStep] % kReductionInterval == 0) reduce();
   }
@@ -681,11 +759,13 @@ int64_t Engine::train(const float* inputs, int64_t n_inputs, const float* target
 
 void Engine::predict(const float* inputs, int64_t n_inputs, float* outputs, int64_t n_outputs,
                      int64_t count) {
+  std::unique_ptr<Team> team;
+  if (int(lanes_.size()) > 1 && count >= 64) team = std::make_unique<Team>(int(lanes_.size()));
   for (int64_t i = 0; i < count; ++i) {
     input_phase(inputs + i * n_inputs, false);
     for (int b = 0; b < v_.n_bricks; ++b) {
       if (v_.brick_kind(b) == kInput) continue;
-      forward_brick(b, false);
+      forward_brick(b, false, team.get());
       update_neurons(b, false, nullptr, outputs + i * n_outputs);
     }
   }

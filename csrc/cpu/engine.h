@@ -74,6 +74,22 @@ struct SectionRequest {
   float offset;
 };
 
+// Deltas are kept in rows of 256 per neuron block, so that any u8 target, including the empty
+// marker 0xFF, indexes a valid (zero) entry.
+constexpr int kDeltaStride = 256;
+
+// What one thread of a team collects while it walks its share of a brick's blocks; merged in
+// member order afterwards, so the result never depends on the number of threads.
+struct Lane {
+  std::vector<std::vector<Visit>> visits;          // [bricks]: reached sections, for backward
+  std::vector<SectionRequest> requests;            // default mode: successor requests
+  std::vector<std::pair<int32_t, float>> flags;    // compat mode: request-flag writes, in order
+  std::vector<int32_t> grown;                      // sections whose length grew
+  int64_t synapses_created = 0;
+};
+
+class Team;
+
 class Engine {
  public:
   Engine(const ClusterView& view, const Config& config);
@@ -94,10 +110,15 @@ class Engine {
  private:
   // sample phases
   bool input_phase(const float* x, bool training);
-  void forward_brick(int brick, bool training);
+  void forward_brick(int brick, bool training, Team* team);
+  void forward_blocks(int brick, int first, int last, bool training, Lane& lane);
+  void merge_lanes(int brick);
+  void backward_visits(int brick, Lane& lane);
+  // blocks [first, last) of `brick` that team member `member` of `members` works on
+  void share_of(int brick, int member, int members, int* first, int* last) const;
   void update_neurons(int brick, bool training, const float* target, float* output);
   void create_requested_sections();
-  void backward();
+  void backward(Team* team);
   void reduce();
 
   // sections
@@ -110,15 +131,24 @@ class Engine {
   int64_t allocate(int n_slots);
 
   // walks
-  int32_t walk_train(int32_t section, float potential, float* block_input, int32_t block_neurons);
+  int32_t walk_train(Lane& lane, int32_t section, float potential, float* block_input,
+                     int32_t block_neurons);
+  int32_t finish_walk(Lane& lane, int32_t section, int32_t reached_slots, bool survived,
+                      float last_upper = 0.0f);
   void walk_infer(int32_t section, float potential, float* block_input) const;
-  int32_t create_synapse(int32_t section, int slot, float potential_above_offset, float lower,
-                         int32_t block_neurons);
+  int32_t create_synapse(Lane& lane, int32_t section, int slot, float potential_above_offset,
+                         float lower, int32_t block_neurons);
 
   // compat mode's connection-block grid (spec §4.7)
   int32_t find_free_connection(int32_t brick, uint32_t random) const;
   void resize_grid(int32_t brick);
   void rebuild_grid(int32_t brick);
+
+  // delta of neuron i of the brick whose first block is first_block
+  float* delta_of(int32_t first_block, int32_t i) {
+    return block_delta_.data() + size_t(first_block + i / kNeuronsPerBlock) * kDeltaStride +
+           i % kNeuronsPerBlock;
+  }
 
   ClusterView v_;
   Config cfg_;
@@ -128,9 +158,9 @@ class Engine {
   std::vector<uint8_t> in_use_;                     // [neurons] occupied section slots (bitmask)
   std::vector<std::vector<int32_t>> block_sections_;  // [blocks] live sections, processing order
   std::vector<float> block_input_;                  // [blocks*64] padded input accumulators
-  std::vector<float> block_delta_;                  // [blocks*64] padded deltas
+  std::vector<float> block_delta_;                  // [blocks*256] padded deltas
   std::vector<float> slot_value_;                   // [neurons*8] per-section backward sums
-  std::vector<std::vector<Visit>> visits_;          // [bricks] sections reached in this sample
+  std::vector<Lane> lanes_;                         // [team members]
   std::vector<SectionRequest> requests_;            // default mode
   std::vector<int32_t> request_candidates_;         // compat mode: neurons whose flag may be set
   std::vector<int32_t> pending_sections_;           // default mode: freed by reduction

@@ -1,0 +1,40 @@
+"""Helpers shared by the benchmark scripts (run them as scripts: ``python benchmarks/<name>.py``)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import sys
+
+import torch
+
+
+def cpu_model() -> str:
+    """The processor's model name (from /proc/cpuinfo on Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_description() -> str:
+    """One line naming the OS, the processor and the number of logical CPUs."""
+    processor = cpu_model()
+    return f"{platform.platform()}, {processor}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def accuracy_percent(outputs: torch.Tensor, labels: torch.Tensor) -> float:
+    """Share of rows of ``outputs [N, classes]`` whose largest entry is at ``labels [N]``, in percent."""
+    return (outputs.argmax(1) == labels).float().mean().item() * 100

@@ -1,0 +1,84 @@
+// A small team of threads that stays alive for one op call and runs one job per phase.
+//
+// Online learning is sequential over samples, so parallel work exists only inside a sample and
+// lasts a few microseconds; waking threads through the OS for each phase would cost more than the
+// work. Workers therefore spin (with a pause hint) between phases, and the calling thread works as
+// member 0. A team is only made for calls long enough to be worth the spinning.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define HANAMI_PAUSE() _mm_pause()
+#else
+#define HANAMI_PAUSE() std::this_thread::yield()
+#endif
+
+namespace hanami {
+
+class Team {
+ public:
+  explicit Team(int size) : size_(size) {
+    for (int member = 1; member < size_; ++member)
+      workers_.emplace_back([this, member] { work(member); });
+  }
+  ~Team() {
+    stop_.store(true, std::memory_order_release);
+    generation_.fetch_add(1, std::memory_order_acq_rel);
+    for (auto& worker : workers_) worker.join();
+  }
+  Team(const Team&) = delete;
+  Team& operator=(const Team&) = delete;
+
+  int size() const { return size_; }
+
+  // Runs job(member) on every member, the caller being member 0; returns when all are done.
+  void run(const std::function<void(int)>& job) {
+    job_ = &job;
+    pending_.store(size_ - 1, std::memory_order_release);
+    generation_.fetch_add(1, std::memory_order_acq_rel);
+    job(0);
+    int spins = 0;
+    while (pending_.load(std::memory_order_acquire) != 0) {
+      if (++spins < (1 << 12)) {
+        HANAMI_PAUSE();
+      } else {
+        std::this_thread::yield();  // the worker lost its core: do not burn this one
+      }
+    }
+  }
+
+ private:
+  void work(int member) {
+    uint64_t seen = 0;
+    for (;;) {
+      uint64_t now;
+      int spins = 0;
+      while ((now = generation_.load(std::memory_order_acquire)) == seen) {
+        if (++spins < (1 << 14)) {
+          HANAMI_PAUSE();
+        } else {
+          std::this_thread::yield();  // a long serial stretch: let the core go
+        }
+      }
+      seen = now;
+      if (stop_.load(std::memory_order_acquire)) return;
+      (*job_)(member);
+      pending_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+
+  int size_;
+  std::vector<std::thread> workers_;
+  const std::function<void(int)>* job_ = nullptr;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
+};
+
+}  // namespace hanami
