@@ -18,6 +18,7 @@ JSON written by ``--json`` (accuracies in percent, times in seconds)::
                 "peak_rss_mib"},
      "torch_mlp_batch1": {"train_seconds", "test_accuracy"} or null with --skip-mlp,
      "torch_threads", "machine", "compat", "seed",
+     (with --seeds N: "epochs" holds the mean over the N seeds, "per_seed" each seed's rows)
      "speedup_vs_mlp": MLP epoch time / Hanami first-epoch time, or null with --skip-mlp}
 
 ``peak_rss_mib`` is read after the Hanami epochs, before the MLP runs.
@@ -49,6 +50,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--template", type=Path, default=None,
                         help="template file to use instead of templates.MNIST (784 inputs, 10 outputs)")
     parser.add_argument("--seed", type=int, default=0, help="seed of Hanami's growth and the MLP's init (default 0)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="train Hanami with this many seeds (seed, seed+1, ...) and report the mean "
+                             "per epoch: one seed's accuracy varies by about +-0.4 points")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for both models")
     parser.add_argument("--skip-mlp", action="store_true", help="leave out the MLP baseline (quick runs)")
     parser.add_argument("--data-root", type=Path, default=None,
@@ -57,8 +61,8 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def run_hanami(template, args, train_pixels, train_targets, test_pixels, test_labels) -> list[dict]:
-    cluster = HanamiCluster(template, seed=args.seed, compat=args.compat)
+def run_hanami(template, args, seed, train_pixels, train_targets, test_pixels, test_labels) -> list[dict]:
+    cluster = HanamiCluster(template, seed=seed, compat=args.compat)
     epochs = []
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
@@ -103,6 +107,21 @@ def run_torch_mlp(seed, train_pixels, train_labels, test_pixels, test_labels) ->
     return {"train_seconds": train_seconds, "test_accuracy": accuracy}
 
 
+def mean_over_seeds(runs: list[list[dict]]) -> list[dict]:
+    """Epoch rows averaged over seeds (the train time is the mean too; min and max are kept)."""
+    rows = []
+    for epoch_rows in zip(*runs):
+        row = {"epoch": epoch_rows[0]["epoch"]}
+        for key in ("train_seconds", "test_seconds", "test_accuracy", "synapses", "bytes_per_synapse"):
+            values = [r[key] for r in epoch_rows]
+            row[key] = sum(values) / len(values)
+            if len(values) > 1 and key in ("train_seconds", "test_accuracy"):
+                row[key + "_min"], row[key + "_max"] = min(values), max(values)
+        row["synapses"] = int(round(row["synapses"]))
+        rows.append(row)
+    return rows
+
+
 def print_epoch_row(row: dict) -> None:
     print(f"{row['epoch']:>5}  {row['train_seconds']:>9.2f}  {row['test_seconds']:>8.2f}  "
           f"{row['test_accuracy']:>10.2f}  {row['synapses']:>10,}  {row['bytes_per_synapse']:>13.1f}", flush=True)
@@ -125,7 +144,16 @@ def main() -> None:
     print(f"Hanami, {template_name}, batch 1, file order, raw pixels, seed {args.seed}, compat={args.compat}")
     print(f"{'epoch':>5}  {'train [s]':>9}  {'test [s]':>8}  {'accuracy %':>10}  {'synapses':>10}  "
           f"{'bytes/synapse':>13}")
-    hanami_epochs = run_hanami(template, args, train_pixels, train_targets, test_pixels, test_labels)
+    per_seed = {}
+    for seed in range(args.seed, args.seed + args.seeds):
+        if args.seeds > 1:
+            print(f"seed {seed}")
+        per_seed[seed] = run_hanami(template, args, seed, train_pixels, train_targets, test_pixels, test_labels)
+    hanami_epochs = mean_over_seeds(list(per_seed.values()))
+    if args.seeds > 1:
+        print(f"mean over {args.seeds} seeds")
+        for row in hanami_epochs:
+            print_epoch_row(row)
     hanami_peak_rss = peak_rss_mib()
     print(f"peak RSS after Hanami: {hanami_peak_rss:.0f} MiB")
 
@@ -139,7 +167,8 @@ def main() -> None:
         print(f"Hanami epoch 1 is {speedup:.1f}x as fast as the MLP epoch")
 
     results = {
-        "hanami": {"epochs": hanami_epochs, "peak_rss_mib": hanami_peak_rss},
+        "hanami": {"epochs": hanami_epochs, "peak_rss_mib": hanami_peak_rss,
+                   "seeds": list(per_seed), "per_seed": {str(k): v for k, v in per_seed.items()}},
         "torch_mlp_batch1": mlp,
         "torch_threads": torch.get_num_threads(),
         "machine": machine,

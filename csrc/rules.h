@@ -111,9 +111,46 @@ HANAMI_HD float chain_offset(float offset, float last_upper, bool compat) {
 
 // ---- neuron rules (spec §4.5, §4.6, §5) -----------------------------------------------------------
 
-// Hidden activation log2(1 + v), computed in double and rounded once (so Python's math.log2 agrees).
+// log2 and 2^-y in plain double arithmetic (range reduction + series), used instead of libm so
+// that the C++, the CUDA and the pure-Python code compute bit-identical values, and fast (no call).
+// Both are accurate to about 1e-15, far below the float32 the results are rounded to.
+HANAMI_HD double log2_of(double a) {  // a > 0
+  int exponent;
+  double m = frexp(a, &exponent);  // a = m * 2^exponent, m in [0.5, 1)
+  if (m < 0.7071067811865476) {
+    m = m * 2.0;
+    exponent = exponent - 1;
+  }
+  const double s = (m - 1.0) / (m + 1.0);  // |s| <= 0.1716: ln m = 2 atanh(s)
+  const double s2 = s * s;
+  double series = 1.0 / 17.0;
+  series = 1.0 / 15.0 + s2 * series;
+  series = 1.0 / 13.0 + s2 * series;
+  series = 1.0 / 11.0 + s2 * series;
+  series = 1.0 / 9.0 + s2 * series;
+  series = 1.0 / 7.0 + s2 * series;
+  series = 1.0 / 5.0 + s2 * series;
+  series = 1.0 / 3.0 + s2 * series;
+  series = 1.0 + s2 * series;
+  return static_cast<double>(exponent) + (2.0 * s * series) * 1.4426950408889634;
+}
+
+HANAMI_HD double exp2_negative(double y) {  // 2^-y for y >= 0
+  const double whole = floor(y);
+  const double x = -(y - whole) * 0.6931471805599453;  // 2^-f = e^x, x in (-0.694, 0]
+  double series = 1.0 / 6227020800.0;                    // 1/13!
+  const double inverse_factorials[12] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
+                                         1.0 / 362880.0,    1.0 / 40320.0,    1.0 / 5040.0,
+                                         1.0 / 720.0,       1.0 / 120.0,      1.0 / 24.0,
+                                         1.0 / 6.0,         1.0 / 2.0,        1.0};
+  for (int i = 0; i < 12; ++i) series = inverse_factorials[i] + x * series;
+  series = 1.0 + x * series;
+  return ldexp(series, -static_cast<int>(whole));
+}
+
+// Hidden activation log2(1 + v), computed in double and rounded once.
 HANAMI_HD float hidden_activation(float v) {
-  return static_cast<float>(log2(static_cast<double>(v) + 1.0));
+  return static_cast<float>(log2_of(static_cast<double>(v) + 1.0));
 }
 
 // Hidden neuron step (spec §4.5): the previous activation decays by the cooldown, input is let in
@@ -126,7 +163,7 @@ struct HiddenState {
 
 HANAMI_HD HiddenState hidden_step(float potential, uint8_t refractory, float input, float cooldown,
                                   uint8_t refractory_setting) {
-  float p = potential / cooldown;
+  float p = potential != 0.0f ? potential / cooldown : 0.0f;  // same value, no division
   uint8_t r = static_cast<uint8_t>(refractory >> 1);
   if (r == 0) {
     p = p + input;
@@ -146,8 +183,21 @@ HANAMI_HD float output_delta(float o, float target) { return ((o - target) * o) 
 
 // Hidden delta: sum of the section slots times Hanami's log2 derivative 1.4427 * 0.5^y.
 HANAMI_HD float hidden_delta(float slot_sum, float y) {
-  const float derivative = static_cast<float>(exp2(-static_cast<double>(y)));
+  const float derivative = static_cast<float>(exp2_negative(static_cast<double>(y)));
   return (slot_sum * kLog2Slope) * derivative;
+}
+
+// Sum of delta_target * weight over a section's reached synapses, in 16 interleaved partial sums
+// (slot k goes to sum k % 16) added up pairwise at the end. The fixed order makes the value
+// independent of the hardware; the interleaving lets it run as one vector add per 16 slots.
+constexpr int kSumLanes = 16;
+
+HANAMI_HD float lane_total(const float* lanes) {
+  float half[8], quarter[4], pair[2];
+  for (int i = 0; i < 8; ++i) half[i] = lanes[i] + lanes[i + 8];
+  for (int i = 0; i < 4; ++i) quarter[i] = half[i] + half[i + 4];
+  for (int i = 0; i < 2; ++i) pair[i] = quarter[i] + quarter[i + 2];
+  return pair[0] + pair[1];
 }
 
 // Surrogate SGD step of Hanami: every reached synapse moves by lr * delta of its target.

@@ -236,6 +236,41 @@ class HanamiCluster(nn.Module):
             "bricks": bricks,
         }
 
+    @torch.no_grad()
+    def sections_of(self, neuron: int) -> list[dict]:
+        """The sections a neuron owns (for inspection and tests), in slot order.
+
+        Each is a dict: ``slot`` (0..7), ``target_brick``, ``target_block`` (inside that brick),
+        ``offset``, ``has_next``, and per synapse slot ``weights``, ``borders`` (width of the slot's
+        interval of source values) and ``targets`` (neuron index inside the target block, or None
+        for an empty slot that only carries a border).
+        """
+        if not 0 <= neuron < self.potential.numel():
+            raise ValueError(f"neuron must be in 0..{self.potential.numel() - 1}, got {neuron}")
+        result = []
+        for p in range(8):
+            s = neuron * 8 + p
+            block = int(self.sec_block[s])
+            if block < 0:
+                continue
+            start, length = int(self.sec_start[s]), int(self.sec_len[s])
+            upper = self.syn_upper[start : start + length].tolist()
+            lower = [0.0] + upper[:-1]
+            brick, first_neuron, _count = self.block_info[block].tolist()
+            result.append(
+                {
+                    "slot": p,
+                    "target_brick": brick,
+                    "target_block": block - int(self.brick_info[brick, 4]),
+                    "offset": float(self.sec_offset[s]),
+                    "has_next": bool(self.sec_has_next[s]),
+                    "weights": self.syn_weight[start : start + length].tolist(),
+                    "borders": [u - lo for u, lo in zip(upper, lower)],
+                    "targets": [None if t == ops.EMPTY_TARGET else t for t in self.syn_target[start : start + length].tolist()],
+                }
+            )
+        return result
+
     def extra_repr(self) -> str:
         sizes = "→".join(str(b.number_of_neurons) for b in self.template.bricks)
         return (

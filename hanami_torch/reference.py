@@ -56,8 +56,37 @@ def contribution(weight, r, border):
     return weight * (r / border) if r < border else weight
 
 
+def log2_of(a):
+    """log2 in plain double arithmetic, the same operations as csrc/rules.h."""
+    m, exponent = math.frexp(a)
+    if m < 0.7071067811865476:
+        m = m * 2.0
+        exponent = exponent - 1
+    s = (m - 1.0) / (m + 1.0)
+    s2 = s * s
+    series = 1.0 / 17.0
+    for odd in (15.0, 13.0, 11.0, 9.0, 7.0, 5.0, 3.0):
+        series = 1.0 / odd + s2 * series
+    series = 1.0 + s2 * series
+    return float(exponent) + (2.0 * s * series) * 1.4426950408889634
+
+
+_INVERSE_FACTORIALS = [1.0 / math.factorial(n) for n in range(12, 0, -1)]
+
+
+def exp2_negative(y):
+    """2**-y for y >= 0 in plain double arithmetic, as in csrc/rules.h."""
+    whole = math.floor(y)
+    x = -(y - whole) * 0.6931471805599453
+    series = 1.0 / 6227020800.0
+    for inverse in _INVERSE_FACTORIALS:
+        series = inverse + x * series
+    series = 1.0 + x * series
+    return math.ldexp(series, -int(whole))
+
+
 def hidden_activation(v):
-    return f32(math.log2(float(v) + 1.0))
+    return f32(log2_of(float(v) + 1.0))
 
 
 def output_activation(z):
@@ -69,12 +98,23 @@ def output_delta(o, t):
 
 
 def hidden_delta(slot_sum, y):
-    return (slot_sum * LOG2_SLOPE) * f32(math.exp2(-float(y)))
+    return (slot_sum * LOG2_SLOPE) * f32(exp2_negative(float(y)))
 
 
 def initial_weight(magnitude_draw, sign_draw, init_scale):
     magnitude = f32(magnitude_draw / 2147483647.0 * (init_scale * 0.5))
     return -magnitude if sign_draw % 1000 < 500 else magnitude
+
+
+SUM_LANES = 16
+
+
+def lane_total(lanes):
+    """A section's backward sum from its 16 interleaved partial sums, added pairwise."""
+    half = [lanes[i] + lanes[i + 8] for i in range(8)]
+    quarter = [half[i] + half[i + 4] for i in range(4)]
+    pair = [quarter[i] + quarter[i + 2] for i in range(2)]
+    return pair[0] + pair[1]
 
 
 def counted(counter, target_potential, weight):
@@ -358,7 +398,7 @@ class ReferenceCluster:
                     if training:
                         delta[(g, local)] = output_delta(o, f32(t[io + i]))
                     continue
-                p = self.potential[n] / self.cooldown
+                p = self.potential[n] / self.cooldown if self.potential[n] != f32(0) else f32(0)
                 r = self.refractory[n] >> 1
                 if r == 0:
                     p = p + zin
@@ -427,8 +467,8 @@ class ReferenceCluster:
                 g = sec.block
                 first_neuron, block_neurons = self.blocks[g][1], self.blocks[g][2]
                 source_is_input = self.kind(self.neuron_brick[s // 8]) == INPUT
-                acc = f32(0)
-                for syn in sec.slots[:reached]:
+                lanes = [f32(0)] * SUM_LANES
+                for k, syn in enumerate(sec.slots[:reached]):
                     if syn.target is None:
                         continue
                     d = delta.get((g, syn.target), f32(0))
@@ -436,10 +476,10 @@ class ReferenceCluster:
                         tp = self.potential[first_neuron + syn.target] if syn.target < block_neurons else f32(0)
                         syn.counter = counted(syn.counter, tp, syn.weight)
                     if not source_is_input:
-                        acc = acc + d * syn.weight
+                        lanes[k % SUM_LANES] = lanes[k % SUM_LANES] + d * syn.weight
                     syn.weight = syn.weight - self.learning_rate * d
                 if not source_is_input:
-                    slot_value[s] = acc
+                    slot_value[s] = lane_total(lanes)
 
     def reduce(self):
         """Reduction (spec §5.7), in block-list order like the engine."""

@@ -58,6 +58,7 @@ Engine::Engine(const ClusterView& view, const Config& config) : v_(view), cfg_(c
       if (v_.request[n] >= 0.0f) request_candidates_.push_back(n);
   }
   block_input_.assign(size_t(v_.n_blocks) * kNeuronsPerBlock, 0.0f);
+  active_hidden_.assign(v_.n_bricks, {});
   block_delta_.assign(size_t(v_.n_blocks) * kDeltaStride, 0.0f);
   slot_value_.assign(n_sections, 0.0f);
   lanes_.resize(std::max(1, cfg_.threads));
@@ -350,7 +351,7 @@ int32_t Engine::walk_train(Lane& lane, int32_t s, float potential, float* block_
   float* weight = v_.syn_weight + base;
   uint8_t* target = v_.syn_target + base;
   const int len = v_.sec_len[s];
-  int k = fast_prefix(upper, target, len, p_above);
+  int k = fast_prefix(upper, target, len, p_above, cfg_.reduction);
   for (int j = 0; j < k; ++j) block_input[target[j]] += weight[j];
   float lower = k > 0 ? upper[k - 1] : 0.0f;
   for (; k < len; ++k) {
@@ -425,7 +426,7 @@ void Engine::walk_infer(int32_t s, float potential, float* block_input) const {
   const float* __restrict weight = v_.syn_weight + base;
   const uint8_t* __restrict target = v_.syn_target + base;
   const int len = v_.sec_len[s];
-  int k = fast_prefix(upper, target, len, p_above);
+  int k = fast_prefix(upper, target, len, p_above, cfg_.reduction);
   for (int j = 0; j < k; ++j) block_input[target[j]] += weight[j];
   float lower = k > 0 ? upper[k - 1] : 0.0f;
   for (; k < len; ++k) {
@@ -488,13 +489,23 @@ void Engine::forward_blocks(int b, int first, int last, bool training, Lane& lan
   for (int g = first; g < last; ++g) {
     float* block_input = block_input_.data() + size_t(g) * kNeuronsPerBlock;
     const int32_t block_neurons = v_.block_count(g);
-    for (int32_t s : block_sections_[g]) {
-      const int32_t source = s / kSectionsPerNeuron;
-      if (!v_.active[source]) continue;
+    // Only a few sources are active per sample: pick their sections without a branch per section
+    // (an unpredictable one), keeping the processing order.
+    const auto& sections = block_sections_[g];
+    auto& active = lane.active_sections;
+    active.resize(sections.size());
+    size_t n_active = 0;
+    for (int32_t s : sections) {
+      active[n_active] = s;
+      n_active += v_.active[s / kSectionsPerNeuron];
+    }
+    for (size_t i = 0; i < n_active; ++i) {
+      const int32_t s = active[i];
+      const float potential = v_.potential[s / kSectionsPerNeuron];
       if (training)
-        visits.push_back({s, walk_train(lane, s, v_.potential[source], block_input, block_neurons)});
+        visits.push_back({s, walk_train(lane, s, potential, block_input, block_neurons)});
       else
-        walk_infer(s, v_.potential[source], block_input);
+        walk_infer(s, potential, block_input);
     }
   }
 }
@@ -549,19 +560,39 @@ void Engine::update_neurons(int b, bool training, const float* target, float* ou
       if (training) *delta_of(first_block, i) = output_delta(o, target[v_.brick_io(b) + i]);
     }
   } else {
-    for (int i = 0; i < v_.brick_count(b); ++i) {
-      const int32_t n = start + i;
-      const HiddenState h = hidden_step(v_.potential[n], v_.refractory[n], input[i], cfg_.cooldown,
-                                        cfg_.refractory_time);
-      v_.potential[n] = h.potential;
-      v_.refractory[n] = h.refractory;
-      v_.active[n] = h.active;
-      if (!training) continue;
-      const bool first_section = h.active && in_use_[n] == 0;
+    // hidden_step (rules.h) in three passes: the cheap part for every neuron without branches,
+    // then the few that fired get their log2 activation and, if new, a first section.
+    const int count = v_.brick_count(b);
+    float* __restrict potential = v_.potential + start;
+    uint8_t* __restrict refractory = v_.refractory + start;
+    uint8_t* __restrict fired = v_.active + start;
+    const float cooldown = cfg_.cooldown;
+    const uint8_t refractory_time = cfg_.refractory_time;
+    for (int i = 0; i < count; ++i) {
+      const float decayed = potential[i] != 0.0f ? potential[i] / cooldown : 0.0f;
+      const uint8_t shifted = uint8_t(refractory[i] >> 1);
+      const bool admit = shifted == 0;
+      const float p = admit ? decayed + input[i] : decayed;
+      refractory[i] = admit ? refractory_time : shifted;
+      fired[i] = p > 0.0f;
+      potential[i] = p > 0.0f ? p : 0.0f;  // pre-activation for now
+    }
+    auto& active = active_hidden_[b];
+    active.resize(count);
+    int n_active = 0;
+    for (int i = 0; i < count; ++i) {
+      active[n_active] = start + i;
+      n_active += fired[i];
+    }
+    active.resize(n_active);
+    if (cfg_.compat && training) std::fill_n(v_.request + start, count, -1.0f);
+    for (int32_t n : active) {
+      v_.potential[n] = hidden_activation(v_.potential[n]);
+      if (!training || in_use_[n] != 0) continue;
       if (cfg_.compat) {
-        v_.request[n] = first_section ? 0.0f : -1.0f;
-        if (first_section) request_candidates_.push_back(n);
-      } else if (first_section) {
+        v_.request[n] = 0.0f;
+        request_candidates_.push_back(n);
+      } else {
         requests_.push_back({n, -1, 0.0f});
       }
     }
@@ -578,16 +609,12 @@ void Engine::backward(Team* team) {
     if (kind == kHidden) {
       const int32_t start = v_.brick_start(b);
       const int32_t first_block = v_.brick_first_block(b);
-      for (int i = 0; i < v_.brick_count(b); ++i) {
-        const int32_t n = start + i;
-        float* delta = delta_of(first_block, i);
-        if (!v_.active[n]) {
-          *delta = 0.0f;
-          continue;
-        }
+      for (int g = first_block; g < first_block + v_.brick_blocks(b); ++g)
+        std::fill_n(block_delta_.data() + size_t(g) * kDeltaStride, kNeuronsPerBlock, 0.0f);
+      for (int32_t n : active_hidden_[b]) {  // inactive neurons keep delta 0
         float sum = 0.0f;
         for (int p = 0; p < kSectionsPerNeuron; ++p) sum = sum + slot_value_[size_t(n) * 8 + p];
-        *delta = hidden_delta(sum, v_.potential[n]);
+        *delta_of(first_block, n - start) = hidden_delta(sum, v_.potential[n]);
       }
     }
     if (team == nullptr || v_.brick_blocks(b) < 2) {
@@ -628,13 +655,7 @@ void Engine::backward_visits(int b, Lane& lane) {
       // nobody reads an input neuron's delta: only the weights move
       sgd_step(weight, target, delta, reached_slots, lr);
     } else {
-      float acc = 0.0f;
-      for (int k = 0; k < reached_slots; ++k) {
-        const float d = delta[target[k]];
-        acc = acc + d * weight[k];
-        weight[k] = updated_weight(weight[k], d, lr);
-      }
-      slot_value_[s] = acc;
+      slot_value_[s] = sgd_step_with_sum(weight, target, delta, reached_slots, lr);
     }
   }
 }
@@ -736,7 +757,9 @@ int64_t Engine::train(const float* inputs, int64_t n_inputs, const float* target
   // A team pays off only over many samples; one sample per call stays on the calling thread.
   std::unique_ptr<Team> team;
   if (int(lanes_.size()) > 1 && count - start >= 64) team = std::make_unique<Team>(int(lanes_.size()));
+  TeamChooser chooser(team.get());
   for (int64_t i = start; i < count; ++i) {
+    Team* helpers = chooser.before_sample(i);
     // sample boundary: the only place where the arena is compacted
     if (v_.counters[kNeedy] > 0 ||
         v_.counters[kGarbage] > std::max<int64_t>(4096, v_.counters[kArenaTop] / 4)) {
@@ -746,11 +769,11 @@ int64_t Engine::train(const float* inputs, int64_t n_inputs, const float* target
     if (!input_phase(inputs + i * n_inputs, true)) return i;  // retried after the arena grew
     for (int b = 0; b < v_.n_bricks; ++b) {
       if (v_.brick_kind(b) == kInput) continue;
-      forward_brick(b, true, team.get());
+      forward_brick(b, true, helpers);
       update_neurons(b, true, targets + i * n_outputs, outputs + i * n_outputs);
     }
     create_requested_sections();
-    backward(team.get());
+    backward(helpers);
     v_.counters[kStep] = step_ + 1;
     if (cfg_.reduction && v_.counters[kStep] % kReductionInterval == 0) reduce();
   }
@@ -761,11 +784,13 @@ void Engine::predict(const float* inputs, int64_t n_inputs, float* outputs, int6
                      int64_t count) {
   std::unique_ptr<Team> team;
   if (int(lanes_.size()) > 1 && count >= 64) team = std::make_unique<Team>(int(lanes_.size()));
+  TeamChooser chooser(team.get());
   for (int64_t i = 0; i < count; ++i) {
+    Team* helpers = chooser.before_sample(i);
     input_phase(inputs + i * n_inputs, false);
     for (int b = 0; b < v_.n_bricks; ++b) {
       if (v_.brick_kind(b) == kInput) continue;
-      forward_brick(b, false, team.get());
+      forward_brick(b, false, helpers);
       update_neurons(b, false, nullptr, outputs + i * n_outputs);
     }
   }

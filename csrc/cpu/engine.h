@@ -85,6 +85,7 @@ struct Lane {
   std::vector<SectionRequest> requests;            // default mode: successor requests
   std::vector<std::pair<int32_t, float>> flags;    // compat mode: request-flag writes, in order
   std::vector<int32_t> grown;                      // sections whose length grew
+  std::vector<int32_t> active_sections;            // scratch: sections of active sources
   int64_t synapses_created = 0;
 };
 
@@ -160,6 +161,7 @@ class Engine {
   std::vector<float> block_input_;                  // [blocks*64] padded input accumulators
   std::vector<float> block_delta_;                  // [blocks*256] padded deltas
   std::vector<float> slot_value_;                   // [neurons*8] per-section backward sums
+  std::vector<std::vector<int32_t>> active_hidden_;   // [bricks] neurons that fired this sample
   std::vector<Lane> lanes_;                         // [team members]
   std::vector<SectionRequest> requests_;            // default mode
   std::vector<int32_t> request_candidates_;         // compat mode: neurons whose flag may be set

@@ -15,7 +15,16 @@ namespace hanami {
 
 // Number of leading slots a walk passes on its fast path: reached (remaining potential above the
 // cut), holding a synapse, and covered in full. The walk's slower cases all start at this slot.
-inline int fast_prefix(const float* upper, const uint8_t* target, int len, float p_above) {
+inline int fast_prefix(const float* upper, const uint8_t* target, int len, float p_above,
+                       bool holes_possible) {
+  // Most walks of bright inputs cover the whole section. Without reduction an empty slot can only
+  // be the last one, so a reached, full, non-empty last slot means every slot is (remaining
+  // potentials fall along the section and every earlier slot ends below the last one's start).
+  if (len > 0 && !holes_possible && target[len - 1] != kEmptyTarget) {
+    const float lower = len > 1 ? upper[len - 2] : 0.0f;
+    const float r = remaining(p_above, lower);
+    if (reached(r) && !(r < upper[len - 1] - lower)) return len;
+  }
 #ifdef HANAMI_AVX512
   const __m512 p = _mm512_set1_ps(p_above);
   const __m512 cut = _mm512_set1_ps(kReachCut);
@@ -63,6 +72,35 @@ inline void sgd_step(float* weight, const uint8_t* target, const float* delta, i
 #else
   for (int k = 0; k < count; ++k) weight[k] = updated_weight(weight[k], delta[target[k]], lr);
 #endif
+}
+
+// Like sgd_step, and also returns the section's backward sum of delta * weight (weights before
+// the step) in the lane order of lane_total.
+inline float sgd_step_with_sum(float* weight, const uint8_t* target, const float* delta, int count,
+                               float lr) {
+  alignas(64) float lanes[kSumLanes];
+#ifdef HANAMI_AVX512
+  const __m512 rate = _mm512_set1_ps(lr);
+  __m512 acc = _mm512_setzero_ps();
+  for (int k = 0; k < count; k += 16) {
+    const int n = count - k < 16 ? count - k : 16;
+    const __mmask16 valid = static_cast<__mmask16>((1u << n) - 1u);
+    const __m512i index = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(valid, target + k));
+    const __m512 d = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, index, delta, 4);
+    const __m512 w = _mm512_maskz_loadu_ps(valid, weight + k);
+    acc = _mm512_add_ps(acc, _mm512_mul_ps(d, w));
+    _mm512_mask_storeu_ps(weight + k, valid, _mm512_sub_ps(w, _mm512_mul_ps(rate, d)));
+  }
+  _mm512_store_ps(lanes, acc);
+#else
+  for (int i = 0; i < kSumLanes; ++i) lanes[i] = 0.0f;
+  for (int k = 0; k < count; ++k) {
+    const float d = delta[target[k]];
+    lanes[k % kSumLanes] = lanes[k % kSumLanes] + d * weight[k];
+    weight[k] = updated_weight(weight[k], d, lr);
+  }
+#endif
+  return lane_total(lanes);
 }
 
 }  // namespace hanami

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <thread>
@@ -79,6 +80,56 @@ class Team {
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};
   std::atomic<bool> stop_{false};
+};
+
+// Decides, window by window, whether the team or the calling thread alone runs faster. On a
+// busy machine a worker that lost its core makes every phase wait for the scheduler, and working
+// alone is then much faster; results are the same either way, only the speed differs.
+class TeamChooser {
+ public:
+  explicit TeamChooser(Team* team) : team_(team) {}
+
+  // The team to use for the sample about to start (nullptr: work alone).
+  Team* before_sample(int64_t sample) {
+    if (team_ == nullptr) return nullptr;
+    if (sample >= window_end_) switch_window(sample);
+    return phase_ == kSolo || phase_ == kProbeSolo ? nullptr : team_;
+  }
+
+ private:
+  enum Phase { kProbeTeam, kProbeSolo, kTeam, kSolo };
+  static constexpr int64_t kProbe = 256;     // samples timed per probe
+  static constexpr int64_t kSettled = 8192;  // samples run with the winner before probing again
+
+  void switch_window(int64_t sample) {
+    const auto now = std::chrono::steady_clock::now();
+    const double seconds = std::chrono::duration<double>(now - window_start_).count();
+    switch (phase_) {
+      case kProbeTeam:
+        team_seconds_ = seconds;
+        phase_ = kProbeSolo;
+        break;
+      case kProbeSolo:
+        phase_ = seconds < team_seconds_ ? kSolo : kTeam;
+        break;
+      default:
+        phase_ = kProbeTeam;
+        break;
+    }
+    if (!started_) {  // the first window has no timing to judge yet
+      started_ = true;
+      phase_ = kProbeTeam;
+    }
+    window_start_ = now;
+    window_end_ = sample + (phase_ == kProbeTeam || phase_ == kProbeSolo ? kProbe : kSettled);
+  }
+
+  Team* team_;
+  Phase phase_ = kProbeTeam;
+  bool started_ = false;
+  int64_t window_end_ = 0;
+  double team_seconds_ = 0.0;
+  std::chrono::steady_clock::time_point window_start_ = std::chrono::steady_clock::now();
 };
 
 }  // namespace hanami

@@ -1,0 +1,437 @@
+"""The public API of HanamiCluster: bad input is refused with a clear ValueError and leaves the
+network untouched; good input in every accepted form gives the same result."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hanami_torch import HanamiCluster, Template, TemplateError
+
+#: Two input bricks and two output bricks (all addressed by name).
+MULTI = """version: 1
+bricks:
+    1,1,1
+        input: left
+        number_of_neurons: 5
+    1,1,2
+        input: right
+        number_of_neurons: 3
+    2,1,1
+        number_of_neurons: 65
+    2,1,2
+        output: first
+        number_of_neurons: 2
+    3,1,1
+        output: second
+        number_of_neurons: 3
+"""
+N_IN, N_OUT = 8, 5
+
+LINE = """version: 1
+bricks:
+    1,1,1
+        input: px
+        number_of_neurons: {inputs}
+    2,1,1
+        number_of_neurons: {hidden}
+    3,1,1
+        output: out
+        number_of_neurons: {outputs}
+"""
+
+
+def samples(n, seed=0, inputs=N_IN, outputs=N_OUT):
+    gen = np.random.default_rng(seed)
+    x = gen.uniform(0, 255, (n, inputs)).astype(np.float32)
+    x[gen.random(x.shape) < 0.3] = 0.0
+    y = (gen.random((n, outputs)) < 0.4).astype(np.float32)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def snapshot(cluster) -> dict[str, torch.Tensor]:
+    return {name: value.clone() for name, value in cluster.named_buffers()}
+
+
+def assert_unchanged(cluster, before):
+    after = dict(cluster.named_buffers())
+    assert after.keys() == before.keys()
+    for name, value in before.items():
+        assert after[name].dtype == value.dtype and after[name].shape == value.shape, name
+        assert torch.equal(after[name], value), f"buffer {name!r} changed"
+
+
+@pytest.fixture
+def trained():
+    cluster = HanamiCluster(MULTI, seed=9)
+    x, y = samples(60)
+    cluster.learn_many(x, y)
+    assert cluster.stats()["synapses"] > 0
+    return cluster
+
+
+def good_x(n=3):
+    return samples(n, seed=5)[0]
+
+
+def good_y(n=3):
+    return samples(n, seed=5)[1]
+
+
+def with_value(tensor, value, row=-1, col=0):
+    tensor = tensor.clone()
+    tensor[row, col] = value
+    return tensor
+
+
+def split_x(x):
+    return {"left": x[:, :5], "right": x[:, 5:]}
+
+
+def split_y(y):
+    return {"first": y[:, :2], "second": y[:, 2:]}
+
+
+# (id, call(cluster), message fragment)
+BAD_CALLS = [
+    # shapes
+    ("predict_wide", lambda c: c.predict_many(torch.zeros(3, N_IN + 1)), r"shaped \[samples, 8\], got \[3, 9\]"),
+    ("predict_narrow", lambda c: c.predict_many(torch.zeros(3, N_IN - 1)), r"shaped \[samples, 8\]"),
+    ("learn_wide_x", lambda c: c.learn_many(torch.zeros(3, N_IN + 1), good_y()), r"inputs must be shaped"),
+    ("learn_wide_y", lambda c: c.learn_many(good_x(), torch.zeros(3, N_OUT + 1)), r"targets must be shaped"),
+    ("predict_3d", lambda c: c.predict_many(torch.zeros(2, 3, N_IN)), r"shaped \[samples, 8\], got \[2, 3, 8\]"),
+    ("learn_3d", lambda c: c.learn_many(torch.zeros(1, 3, N_IN), good_y()), r"inputs must be shaped"),
+    ("predict_many_1d", lambda c: c.predict_many(torch.zeros(N_IN)), r"shaped \[samples, 8\], got \[8\]"),
+    ("learn_many_1d_x", lambda c: c.learn_many(torch.zeros(N_IN), torch.zeros(1, N_OUT)), r"inputs must be shaped"),
+    ("learn_many_1d_y", lambda c: c.learn_many(torch.ones(1, N_IN), torch.zeros(N_OUT)), r"targets must be shaped"),
+    ("predict_one_2d", lambda c: c.predict_one(torch.zeros(1, N_IN)), r"single sample must be 1-D"),
+    ("learn_one_2d_x", lambda c: c.learn_one(torch.ones(1, N_IN), torch.zeros(N_OUT)), r"single sample must be 1-D"),
+    ("learn_one_2d_y", lambda c: c.learn_one(torch.ones(N_IN), torch.zeros(1, N_OUT)), r"single sample must be 1-D"),
+    ("learn_one_wide", lambda c: c.learn_one(torch.ones(N_IN + 1), torch.zeros(N_OUT)), r"shaped \[samples, 8\]"),
+    ("predict_one_scalar", lambda c: c.predict_one(torch.tensor(3.0)), r"single sample must be 1-D"),
+    ("ragged_list", lambda c: c.predict_many([[1.0] * N_IN, [1.0]]), r"must be a tensor, an array"),
+    ("none", lambda c: c.predict_many(None), r"must be a tensor, an array"),
+    # dtypes
+    ("bool_x", lambda c: c.predict_many(torch.ones(2, N_IN, dtype=torch.bool)), r"real numbers.*bool"),
+    ("complex_x", lambda c: c.predict_many(torch.ones(2, N_IN, dtype=torch.complex64)), r"real numbers.*complex"),
+    ("bool_y", lambda c: c.learn_many(good_x(), good_y().bool()), r"targets must hold real numbers"),
+    ("complex_y", lambda c: c.learn_many(good_x(), good_y().to(torch.complex128)), r"targets must hold real"),
+    ("numpy_bool", lambda c: c.predict_many(np.ones((2, N_IN), dtype=bool)), r"real numbers"),
+    ("bool_one", lambda c: c.learn_one(torch.ones(N_IN, dtype=torch.bool), torch.zeros(N_OUT)), r"real numbers"),
+    # devices
+    ("meta_x", lambda c: c.predict_many(torch.zeros(2, N_IN, device="meta")), r"on meta.*CPU"),
+    ("meta_x_learn", lambda c: c.learn_many(torch.zeros(2, N_IN, device="meta"), good_y(2)), r"on meta"),
+    ("meta_y", lambda c: c.learn_many(good_x(2), torch.zeros(2, N_OUT, device="meta")), r"targets are on meta"),
+    ("meta_dict", lambda c: c.predict_many(split_x(torch.zeros(2, N_IN, device="meta"))), r"on meta"),
+    # non-finite values (in the last row: nothing may be trained before the check)
+    ("nan_x", lambda c: c.learn_many(with_value(good_x(), math.nan), good_y()), r"row 2 contains NaN or inf"),
+    ("inf_x", lambda c: c.learn_many(with_value(good_x(), math.inf), good_y()), r"inputs row 2 contains NaN"),
+    ("neg_inf_x", lambda c: c.learn_many(with_value(good_x(), -math.inf), good_y()), r"inputs row 2"),
+    ("nan_y", lambda c: c.learn_many(good_x(), with_value(good_y(), math.nan)), r"targets row 2 contains NaN"),
+    ("inf_y", lambda c: c.learn_many(good_x(), with_value(good_y(), math.inf)), r"targets row 2"),
+    ("nan_predict", lambda c: c.predict_many(with_value(good_x(), math.nan, row=1)), r"inputs row 1"),
+    ("nan_one", lambda c: c.learn_one(with_value(good_x(1), math.nan)[0], good_y(1)[0]), r"NaN"),
+    ("inf_predict_one", lambda c: c.predict_one(with_value(good_x(1), math.inf)[0]), r"NaN or infinity"),
+    ("float32_overflow", lambda c: c.predict_many(torch.full((1, N_IN), 1e300, dtype=torch.float64)), r"infinity"),
+    # empty batches
+    ("empty_predict", lambda c: c.predict_many(torch.zeros(0, N_IN)), r"inputs are empty"),
+    ("empty_learn", lambda c: c.learn_many(torch.zeros(0, N_IN), torch.zeros(0, N_OUT)), r"are empty"),
+    ("empty_dict", lambda c: c.predict_many(split_x(torch.zeros(0, N_IN))), r"empty"),
+    # dict inputs
+    ("unknown_brick", lambda c: c.predict_many(split_x(good_x()) | {"middle": torch.ones(3, 2)}), r"unknown brick.*middle"),
+    ("misspelt_brick", lambda c: c.predict_many({"left": torch.ones(3, 5), "rigth": torch.ones(3, 3)}), r"rigth"),
+    ("missing_brick", lambda c: c.predict_many({"left": torch.ones(3, 5)}), r"lack brick.*right"),
+    ("missing_target_brick", lambda c: c.learn_many(good_x(), {"first": torch.ones(3, 2)}), r"targets lack brick.*second"),
+    ("output_name_as_input", lambda c: c.predict_many(split_y(torch.ones(3, N_OUT))), r"unknown brick"),
+    ("brick_width", lambda c: c.predict_many({"left": torch.ones(3, 4), "right": torch.ones(3, 3)}), r"inputs\['left'\] must be shaped \[samples, 5\]"),
+    ("brick_rows", lambda c: c.predict_many({"left": torch.ones(3, 5), "right": torch.ones(2, 3)}), r"differ in their number of samples"),
+    ("brick_3d", lambda c: c.predict_many({"left": torch.ones(1, 3, 5), "right": torch.ones(3, 3)}), r"inputs\['left'\]"),
+    ("dict_bool", lambda c: c.predict_many(split_x(torch.ones(2, N_IN, dtype=torch.bool))), r"real numbers"),
+    ("dict_nan", lambda c: c.learn_many(split_x(with_value(good_x(), math.nan, col=6)), good_y()), r"row 2"),
+    # row counts
+    ("rows_mismatch", lambda c: c.learn_many(good_x(3), good_y(2)), r"inputs have 3 rows but targets have 2"),
+    ("rows_mismatch_dict", lambda c: c.learn_many(split_x(good_x(4)), split_y(good_y(3))), r"4 rows.*3"),
+]
+
+
+@pytest.mark.parametrize("call, message", [c[1:] for c in BAD_CALLS], ids=[c[0] for c in BAD_CALLS])
+def test_bad_input_raises_and_changes_nothing(trained, call, message):
+    before = snapshot(trained)
+    with pytest.raises(ValueError, match=message):
+        call(trained)
+    assert_unchanged(trained, before)
+    # and the cluster still works afterwards
+    x, y = good_x(2), good_y(2)
+    assert trained.learn_many(x, y).shape == (2, N_OUT)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_input_is_refused(trained):
+    before = snapshot(trained)
+    with pytest.raises(ValueError, match=r"on cuda.*x\.cpu\(\)"):
+        trained.predict_many(good_x().cuda())
+    with pytest.raises(ValueError, match=r"targets are on cuda"):
+        trained.learn_many(good_x(), good_y().cuda())
+    assert_unchanged(trained, before)
+
+
+@pytest.mark.xfail(strict=True, reason="library bug: a dict mixing CPU and meta/CUDA tensors raises "
+                   "torch's RuntimeError from torch.cat instead of the device ValueError")
+def test_dict_with_tensors_on_different_devices_raises_value_error(trained):
+    before = snapshot(trained)
+    with pytest.raises(ValueError, match=r"on meta"):
+        trained.predict_many({"left": torch.ones(2, 5, device="meta"), "right": torch.ones(2, 3)})
+    assert_unchanged(trained, before)
+
+
+@pytest.mark.xfail(strict=True, reason="library bug: in a dict, a bool tensor next to a float tensor is "
+                   "promoted by torch.cat and accepted, while a bool tensor alone is refused")
+def test_dict_with_one_bool_brick_is_refused(trained):
+    with pytest.raises(ValueError, match=r"real numbers"):
+        trained.predict_many({"left": torch.ones(2, 5, dtype=torch.bool), "right": torch.ones(2, 3)})
+
+
+@pytest.mark.xfail(strict=True, reason="library bug: numpy arrays of strings/objects raise TypeError "
+                   "from torch.from_numpy instead of the ValueError used for every other bad input")
+@pytest.mark.parametrize("array", [np.array([["1"] * N_IN]), np.array([[1.0] * N_IN], dtype=object)])
+def test_numpy_non_numeric_array_raises_value_error(trained, array):
+    with pytest.raises(ValueError):
+        trained.predict_many(array)
+
+
+def test_uint16_and_string_inputs_are_refused(trained):
+    before = snapshot(trained)
+    with pytest.raises(ValueError, match=r"real numbers"):
+        trained.predict_many(torch.ones(2, N_IN, dtype=torch.uint16))
+    with pytest.raises((ValueError, TypeError)):
+        trained.predict_many({"left": "abc", "right": torch.ones(1, 3)})
+    assert_unchanged(trained, before)
+
+
+# ---- constructor arguments and templates ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"seed": -1}, r"seed must be an integer in 0\.\.2\*\*53-1, got -1"),
+        ({"seed": 2**53}, r"seed must be an integer"),
+        ({"seed": 2**64}, r"seed must be an integer"),
+        ({"seed": True}, r"seed must be an integer.*True"),
+        ({"seed": 1.0}, r"seed must be an integer"),
+        ({"seed": "1"}, r"seed must be an integer"),
+        ({"learning_rate": 0}, r"learning_rate must be a positive finite number, got 0"),
+        ({"learning_rate": -0.05}, r"learning_rate must be a positive finite"),
+        ({"learning_rate": math.nan}, r"learning_rate must be a positive finite"),
+        ({"learning_rate": math.inf}, r"learning_rate"),
+        ({"learning_rate": "0.05"}, r"learning_rate"),
+        ({"init_scale": math.nan}, r"init_scale must be a positive finite number, got nan"),
+        ({"init_scale": 0.0}, r"init_scale"),
+        ({"init_scale": -1.0}, r"init_scale"),
+        ({"init_scale": None}, r"init_scale"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        HanamiCluster(MULTI, **kwargs)
+
+
+def test_good_constructor_arguments_at_the_limits():
+    assert HanamiCluster(MULTI, seed=0).seed == 0
+    assert HanamiCluster(MULTI, seed=2**53 - 1).seed == 2**53 - 1
+    assert HanamiCluster(MULTI, seed=np.int64(7)).seed == 7
+    cluster = HanamiCluster(Template.parse(MULTI), learning_rate=1, init_scale=0.5, compat=True)
+    assert (cluster.learning_rate, cluster.init_scale, cluster.compat) == (1.0, 0.5, True)
+
+
+@pytest.mark.xfail(strict=True, reason="library bug: learning_rate / init_scale beyond float32 range are "
+                   "accepted and give inf/NaN weights (the C++ side stores them as float32)")
+@pytest.mark.parametrize("kwargs", [{"learning_rate": 1e300}, {"init_scale": 1e300}])
+def test_parameters_beyond_float32_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        cluster = HanamiCluster(MULTI, **kwargs)
+        x, y = samples(5)
+        cluster.learn_many(x, y)
+        assert torch.isfinite(cluster.syn_weight).all()
+
+
+@pytest.mark.xfail(strict=True, reason="library bug: a numpy float32 learning rate (a positive finite "
+                   "number) is refused because only Python int/float pass the isinstance check")
+def test_numpy_float32_learning_rate_is_accepted():
+    cluster = HanamiCluster(MULTI, learning_rate=np.float32(0.1), init_scale=np.float32(0.1))
+    assert cluster.learning_rate == pytest.approx(0.1)
+
+
+def test_template_argument_type():
+    with pytest.raises(TypeError, match="template must be a Template or template text"):
+        HanamiCluster(42)
+
+
+@pytest.mark.parametrize(
+    "template, message",
+    [
+        (LINE.format(inputs=2**24 + 1, hidden=4, outputs=2), r"number_of_neurons.*1 to 16777216"),
+        (LINE.format(inputs=0, hidden=4, outputs=2), r"number_of_neurons"),
+        (LINE.format(inputs=2**24, hidden=2**24, outputs=2**24).replace(
+            "bricks:\n", "bricks:\n    0,1,1\n        number_of_neurons: 16777216\n    4,1,1\n        number_of_neurons: 2\n"
+        ), r"too many neurons"),
+        (LINE.format(inputs=2, hidden=4, outputs=2).replace("bricks:", "settings:\n    refractory_time: 256\nbricks:"), r"refractory_time"),
+        (LINE.format(inputs=2, hidden=4, outputs=2).replace("output: out\n", ""), r"no output brick"),
+        (LINE.format(inputs=2, hidden=4, outputs=2).replace("3,1,1", "5,1,1"), r"cannot be reached"),
+    ],
+    ids=["brick_over_limit", "zero_neurons", "total_over_limit", "refractory", "no_output", "unreachable"],
+)
+def test_templates_over_the_limits_are_refused(template, message):
+    with pytest.raises(TemplateError, match=message) as info:
+        HanamiCluster(template)
+    assert isinstance(info.value, ValueError)
+
+
+# ---- happy paths ---------------------------------------------------------------------------------
+
+
+def test_dict_inputs_equal_concatenated_inputs():
+    x, y = samples(40, seed=2)
+    a = HanamiCluster(MULTI, seed=4)
+    b = HanamiCluster(MULTI, seed=4)
+    out_a = a.learn_many(x, y)
+    out_b = b.learn_many(split_x(x), split_y(y))
+    assert torch.equal(out_a, out_b)
+    for (name, va), vb in zip(a.named_buffers(), b.buffers()):
+        assert torch.equal(va, vb), name
+    test = samples(10, seed=3)[0]
+    assert torch.equal(a.predict_many(test), b.predict_many(split_x(test)))
+    # one sample by name, 1-D tensors per brick
+    one = {"left": test[0, :5], "right": test[0, 5:]}
+    assert torch.equal(a.predict_one(test[0]), b.predict_one(one))
+    assert torch.equal(
+        a.learn_one(test[0], y[0]), b.learn_one(one, {"first": y[0, :2], "second": y[0, 2:]})
+    )
+    # mixed: dict inputs with a plain target tensor
+    assert torch.equal(a.learn_many(test[:3], y[:3]), b.learn_many(split_x(test[:3]), y[:3]))
+
+
+def test_split_outputs(trained):
+    out = trained.predict_many(good_x(4))
+    parts = trained.split_outputs(out)
+    assert list(parts) == ["first", "second"]
+    assert torch.equal(parts["first"], out[:, :2]) and torch.equal(parts["second"], out[:, 2:])
+    single = trained.split_outputs(out[0])
+    assert single["first"].shape == (2,) and single["second"].shape == (3,)
+    assert torch.equal(torch.cat([single["first"], single["second"]]), out[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32, torch.int64, torch.float64])
+def test_integer_and_double_inputs_equal_float_inputs(dtype):
+    x, y = samples(30, seed=6)
+    x = x.round().clamp(0, 255)
+    a = HanamiCluster(MULTI, seed=1)
+    b = HanamiCluster(MULTI, seed=1)
+    out_a = a.learn_many(x, y)
+    out_b = b.learn_many(x.to(dtype), y.to(torch.int64))
+    assert torch.equal(out_a, out_b)
+    for (name, va), vb in zip(a.named_buffers(), b.buffers()):
+        assert torch.equal(va, vb), name
+    assert torch.equal(a.predict_many(x[:5]), b.predict_many(x[:5].to(dtype)))
+    assert torch.equal(a.predict_many(x[:5]), b.predict_many(x[:5].numpy().astype(np.uint8)))
+
+
+def test_single_sample_shapes_and_input_forms(trained):
+    x, y = good_x(1)[0], good_y(1)[0]
+    out = trained.predict_one(x)
+    assert out.shape == (N_OUT,) and out.dtype == torch.float32
+    assert torch.equal(trained.predict_one(x.tolist()), out)
+    assert torch.equal(trained.predict_one(x.numpy()), out)
+    learned = trained.learn_one(x, y)
+    assert learned.shape == (N_OUT,) and learned.dtype == torch.float32
+    assert trained.learn_one(x.numpy(), y.tolist()).shape == (N_OUT,)
+    many = trained.predict_many(good_x(7))
+    assert many.shape == (7, N_OUT)
+    assert ((many == 0) | ((many > 0) & (many < 1))).all()
+
+
+def test_learn_many_returns_outputs_before_each_update():
+    cluster = HanamiCluster(MULTI, seed=2)
+    x, y = samples(20, seed=8)
+    probe = copy.deepcopy(cluster)
+    out = cluster.learn_many(x, y)
+    for i in range(20):
+        assert torch.equal(out[i], probe.learn_one(x[i], y[i]))
+
+
+def test_forward_equals_predict_many(trained):
+    x = good_x(6)
+    a, b, c = copy.deepcopy(trained), copy.deepcopy(trained), copy.deepcopy(trained)
+    expected = a.predict_many(x)
+    assert torch.equal(b.forward(x), expected)
+    assert torch.equal(c(x), expected)
+    assert torch.equal(copy.deepcopy(trained)(split_x(x)), expected)
+    # inference does not grow anything
+    assert a.stats()["synapses"] == trained.stats()["synapses"]
+    assert torch.equal(a.syn_weight, trained.syn_weight)
+
+
+def count_synapses_by_sections(cluster):
+    synapses, sections = 0, 0
+    for neuron in range(cluster.potential.numel()):
+        for section in cluster.sections_of(neuron):
+            sections += 1
+            synapses += sum(t is not None for t in section["targets"])
+    return synapses, sections
+
+
+def test_stats(trained):
+    stats = trained.stats()
+    assert set(stats) == {
+        "synapses", "sections", "synapse_bytes", "bytes_per_synapse", "section_table_bytes",
+        "arena_slots_used", "arena_capacity", "steps", "bricks",
+    }
+    synapses, sections = count_synapses_by_sections(trained)
+    assert stats["synapses"] == synapses > 0
+    assert stats["sections"] == sections
+    assert stats["steps"] == 60
+    assert list(stats["bricks"]) == ["left", "right", "brick2@2,1,1", "first", "second"]
+    assert sum(b["synapses"] for b in stats["bricks"].values()) == synapses
+    assert sum(b["sections"] for b in stats["bricks"].values()) == sections
+    assert stats["bricks"]["left"] == {"synapses": 0, "sections": 0, "synapse_bytes": 0}
+    assert stats["arena_slots_used"] <= stats["arena_capacity"]
+    assert stats["bytes_per_synapse"] == stats["synapse_bytes"] / synapses
+
+    fresh = HanamiCluster(MULTI).stats()
+    assert fresh["synapses"] == 0 and fresh["sections"] == 0 and fresh["steps"] == 0
+    assert math.isnan(fresh["bytes_per_synapse"])
+
+
+def test_stats_after_many_steps_and_compact_arena():
+    cluster = HanamiCluster(LINE.format(inputs=16, hidden=16, outputs=2), seed=0)
+    x, y = samples(500, seed=0, inputs=16, outputs=2)
+    cluster.learn_many(x, y)
+    stats = cluster.stats()
+    synapses, sections = count_synapses_by_sections(cluster)
+    assert stats["synapses"] == synapses > 300 and stats["sections"] == sections
+    # the arena is packed: one spare slot per section, 9 bytes per slot
+    slots = sum(
+        min(63, len(s["borders"]) + 1) for n in range(cluster.potential.numel()) for s in cluster.sections_of(n)
+    )
+    assert stats["arena_capacity"] == stats["arena_slots_used"] == slots
+    assert stats["synapse_bytes"] == 9 * slots
+    assert stats["bytes_per_synapse"] <= 10
+
+
+def test_repr(trained):
+    text = repr(trained)
+    assert text.startswith("HanamiCluster(")
+    for part in ("bricks=5→3→65→2→3", "seed=9", "compat=False", "learning_rate=0.05", "init_scale=0.2"):
+        assert part in text
+
+
+def test_sections_of_checks_the_neuron(trained):
+    n = trained.potential.numel()
+    with pytest.raises(ValueError, match=rf"neuron must be in 0\.\.{n - 1}"):
+        trained.sections_of(n)
+    with pytest.raises(ValueError, match="neuron must be"):
+        trained.sections_of(-1)

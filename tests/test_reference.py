@@ -1,0 +1,131 @@
+"""The C++ engine against the pure-Python reference: same structure, weights and outputs, bit for bit."""
+
+import numpy as np
+import pytest
+import torch
+
+from hanami_torch import HanamiCluster
+from hanami_torch.reference import ReferenceCluster, cluster_structure
+
+LINE = """version: 1
+settings:
+    max_connection_distance: {distance}
+    enable_reduction: {reduction}
+    neuron_cooldown: {cooldown}
+    refractory_time: {refractory}
+bricks:
+    1,1,1
+        input: pixels
+        number_of_neurons: 9
+    2,1,1
+        number_of_neurons: 70
+    3,1,1
+        number_of_neurons: 130
+    4,1,1
+        output: classes
+        number_of_neurons: 4
+"""
+
+MULTI_IO = """version: 1
+bricks:
+    1,1,1
+        input: left
+        number_of_neurons: 5
+    1,1,2
+        input: right
+        number_of_neurons: 3
+    2,1,1
+        number_of_neurons: 65
+    2,1,2
+        output: first
+        number_of_neurons: 2
+    3,1,1
+        output: second
+        number_of_neurons: 3
+"""
+
+
+def line(distance=1, reduction="false", cooldown="100000000000.0", refractory=1):
+    return LINE.format(distance=distance, reduction=reduction, cooldown=cooldown, refractory=refractory)
+
+
+def random_samples(cluster, steps, seed, ramp=False):
+    gen = np.random.default_rng(seed)
+    x = gen.uniform(-50, 300, size=(steps, cluster.n_inputs)).astype(np.float32)
+    x[gen.random(x.shape) < 0.4] = 0.0  # many inactive inputs, like dark pixels
+    if ramp:  # a slowly rising input fills whole sections and makes chains grow
+        x[:, 0] = np.linspace(0.5, 400.0, steps, dtype=np.float32)
+    y = (gen.random((steps, cluster.n_outputs)) < 0.3).astype(np.float32)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def run_both(cluster, x, y):
+    ref = ReferenceCluster.from_cluster(cluster)
+    for i in range(x.shape[0]):
+        expected = np.asarray(ref.train_step(x[i].tolist(), y[i].tolist()), dtype=np.float32)
+        got = cluster.learn_one(x[i], y[i]).numpy()
+        np.testing.assert_array_equal(got, expected, err_msg=f"outputs differ at step {i}")
+    assert cluster_structure(cluster) == ref.structure()
+    return ref
+
+
+@pytest.mark.parametrize("compat", [False, True])
+@pytest.mark.parametrize("distance", [1, 2])
+def test_training_matches_reference(compat, distance):
+    cluster = HanamiCluster(line(distance=distance), seed=3, compat=compat)
+    x, y = random_samples(cluster, 70, seed=distance, ramp=True)
+    ref = run_both(cluster, x, y)
+    assert ref.synapses > 50
+    chains = sum(sec.has_next for sec in ref.sections.values())
+    assert chains > 0, "the ramp should have made at least one chain longer"
+
+
+@pytest.mark.parametrize("compat", [False, True])
+def test_reduction_matches_reference(compat):
+    cluster = HanamiCluster(line(reduction="true"), seed=5, compat=compat)
+    x, y = random_samples(cluster, 230, seed=7)
+    ref = run_both(cluster, x, y)
+    assert ref.step == 230
+
+
+def test_spiking_matches_reference():
+    cluster = HanamiCluster(line(cooldown="1.5", refractory=3), seed=11)
+    x, y = random_samples(cluster, 60, seed=11)
+    run_both(cluster, x, y)
+
+
+def test_multi_io_matches_reference():
+    cluster = HanamiCluster(MULTI_IO, seed=2)
+    x, y = random_samples(cluster, 60, seed=2)
+    run_both(cluster, x, y)
+
+
+@pytest.mark.parametrize("compat", [False, True])
+def test_prediction_matches_reference(compat):
+    cluster = HanamiCluster(line(), seed=1, compat=compat)
+    x, y = random_samples(cluster, 40, seed=1)
+    cluster.learn_many(x, y)
+    ref = ReferenceCluster.from_cluster(cluster)
+    tests, _ = random_samples(cluster, 20, seed=9)
+    got = cluster.predict_many(tests).numpy()
+    expected = np.asarray([ref.predict_step(row.tolist()) for row in tests], dtype=np.float32)
+    np.testing.assert_array_equal(got, expected)
+    assert cluster_structure(cluster) == ref.structure()
+
+
+@pytest.mark.parametrize("compat", [False, True])
+def test_many_equals_one_by_one_and_threads_do_not_matter(compat):
+    """learn_many (one C++ call, a thread team) grows the network that learn_one grows."""
+    x, y = random_samples(HanamiCluster(line(), seed=4), 300, seed=4, ramp=True)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        many = HanamiCluster(line(), seed=4, compat=compat)
+        out_many = many.learn_many(x, y)
+        torch.set_num_threads(1)
+        single = HanamiCluster(line(), seed=4, compat=compat)
+        out_single = torch.stack([single.learn_one(x[i], y[i]) for i in range(x.shape[0])])
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(out_many, out_single)
+    assert cluster_structure(many) == cluster_structure(single)
