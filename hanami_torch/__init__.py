@@ -8,7 +8,7 @@ Public API::
 from ._version import __version__
 from .template import Template, TemplateError
 
-__all__ = ["HanamiCluster", "Template", "TemplateError", "save", "load", "__version__"]
+__all__ = ["HanamiCluster", "Template", "TemplateError", "CheckpointError", "save", "load", "__version__"]
 
 
 def __getattr__(name: str):
@@ -18,7 +18,7 @@ def __getattr__(name: str):
         from .cluster import HanamiCluster
 
         return HanamiCluster
-    if name in ("save", "load"):
+    if name in ("save", "load", "CheckpointError"):
         from . import checkpoint
 
         return getattr(checkpoint, name)

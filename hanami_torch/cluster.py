@@ -198,7 +198,14 @@ class HanamiCluster(nn.Module):
 
     @torch.no_grad()
     def compact(self, slack: int = 1) -> None:
-        """Packs the synapse arena densely (``slack`` spare slots per section) and frees the rest."""
+        """Packs the synapse arena densely, ``slack`` (1..63) spare slots per section, and frees
+        the rest; learning then grows sections in place until their spare slots are used up."""
+        if isinstance(slack, bool) or not isinstance(slack, int) or not 1 <= slack <= 63:
+            raise ValueError(f"slack must be an integer in 1..63, got {slack!r}")
+        live = self.sec_block >= 0
+        needed = int(torch.clamp(self.sec_len[live].to(torch.int64) + slack, max=63).sum())
+        if needed > self.syn_weight.numel():
+            self._resize_arena(needed)
         ops.compact_(self._layout(), self._state(), self.config, slack)
         if int(self.counters[ops.COUNTER_PROCESSED]) == 1:
             self._resize_arena(int(self.counters[ops.COUNTER_ARENA_TOP]))
@@ -215,7 +222,8 @@ class HanamiCluster(nn.Module):
         target_brick = self.block_info.numpy()[sec_block[live], 0] if live.size else live
         caps = self.sec_cap.numpy()[live].astype(np.int64)
         synapses = int(per_section.sum())
-        synapse_bytes = int(self.syn_weight.numel()) * slot_bytes
+        # the slots the live sections hold (after learn_many or compact() this is the whole arena)
+        synapse_bytes = int(caps.sum()) * slot_bytes
         bricks = {}
         for index, brick in enumerate(self.template.bricks):
             mask = target_brick == index
@@ -229,7 +237,8 @@ class HanamiCluster(nn.Module):
             "sections": int(live.size),
             "synapse_bytes": synapse_bytes,
             "bytes_per_synapse": synapse_bytes / synapses if synapses else float("nan"),
-            "section_table_bytes": int(sec_block.size) * SECTION_BYTES,
+            "section_table_bytes": int(sec_block.size) * SECTION_BYTES + int(self.sec_conn.numel()) * 4,
+            "arena_bytes": int(self.syn_weight.numel()) * slot_bytes,
             "arena_slots_used": int(self.counters[ops.COUNTER_ARENA_TOP] - self.counters[ops.COUNTER_GARBAGE]),
             "arena_capacity": int(self.syn_weight.numel()),
             "steps": int(self.counters[ops.COUNTER_STEP]),
@@ -270,6 +279,18 @@ class HanamiCluster(nn.Module):
                 }
             )
         return result
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # The synapse arena grows while the network learns: make room for the stored one first, so
+        # that load_state_dict works between clusters that learned different amounts.
+        key = prefix + "syn_weight"
+        if key in state_dict and state_dict[key].dim() == 1:
+            capacity = state_dict[key].numel()
+            for name in ("syn_weight", "syn_upper", "syn_target"):
+                setattr(self, name, torch.empty(capacity, dtype=getattr(self, name).dtype))
+            if self.syn_counter.numel():
+                self.syn_counter = torch.empty(capacity, dtype=torch.uint8)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         sizes = "→".join(str(b.number_of_neurons) for b in self.template.bricks)

@@ -340,6 +340,15 @@ def validate_connectivity(
             brick.line or None,
         )
 
+    for b in _dead_inputs(template, possible):
+        brick = template.bricks[b]
+        raise TemplateError(
+            f"input {brick.describe()} named '{brick.name}' cannot reach any output brick: its "
+            f"connections lead only to input bricks, whose neurons ignore incoming synapses; place a "
+            f"hidden or output brick at +x next to it (or at z±1)",
+            brick.line or None,
+        )
+
     if target_lists is not None:
         lists = np.asarray(target_lists)
         if lists.shape != (len(template.bricks), TARGETS_PER_BRICK):
@@ -357,6 +366,24 @@ def validate_connectivity(
                 RuntimeWarning,
                 stacklevel=2,
             )
+
+
+def _dead_inputs(template: Template, targets: list[set[int]]) -> list[int]:
+    """Input bricks from which no chain of targets reaches an output brick. Input bricks are not
+    passed through: their neurons take their values from the data, not from synapses."""
+    dead = []
+    for start, brick in enumerate(template.bricks):
+        if not brick.is_input:
+            continue
+        seen, queue = {start}, deque([start])
+        while queue:
+            for target in targets[queue.popleft()]:
+                if target not in seen and not template.bricks[target].is_input:
+                    seen.add(target)
+                    queue.append(target)
+        if not any(template.bricks[b].is_output for b in seen):
+            dead.append(start)
+    return dead
 
 
 def _unreachable_outputs(template: Template, targets: list[set[int]]) -> list[int]:

@@ -281,9 +281,12 @@ def test_template_argument_type():
         ), r"too many neurons"),
         (LINE.format(inputs=2, hidden=4, outputs=2).replace("bricks:", "settings:\n    refractory_time: 256\nbricks:"), r"refractory_time"),
         (LINE.format(inputs=2, hidden=4, outputs=2).replace("output: out\n", ""), r"no output brick"),
-        (LINE.format(inputs=2, hidden=4, outputs=2).replace("3,1,1", "5,1,1"), r"cannot be reached"),
+        (LINE.format(inputs=2, hidden=4, outputs=2).replace("3,1,1", "5,1,1"), r"no neighbour in flow direction"),
+        (LINE.format(inputs=2, hidden=4, outputs=2) + "    0,1,1\n        output: behind\n        number_of_neurons: 1\n",
+         r"named 'behind' cannot be reached from any input"),
     ],
-    ids=["brick_over_limit", "zero_neurons", "total_over_limit", "refractory", "no_output", "unreachable"],
+    ids=["brick_over_limit", "zero_neurons", "total_over_limit", "refractory", "no_output", "dead_end",
+         "unreachable"],
 )
 def test_templates_over_the_limits_are_refused(template, message):
     with pytest.raises(TemplateError, match=message) as info:
@@ -386,10 +389,10 @@ def count_synapses_by_sections(cluster):
 
 def test_stats(trained):
     stats = trained.stats()
-    assert set(stats) == {
+    assert {
         "synapses", "sections", "synapse_bytes", "bytes_per_synapse", "section_table_bytes",
         "arena_slots_used", "arena_capacity", "steps", "bricks",
-    }
+    } <= set(stats)
     synapses, sections = count_synapses_by_sections(trained)
     assert stats["synapses"] == synapses > 0
     assert stats["sections"] == sections
@@ -397,7 +400,9 @@ def test_stats(trained):
     assert list(stats["bricks"]) == ["left", "right", "brick2@2,1,1", "first", "second"]
     assert sum(b["synapses"] for b in stats["bricks"].values()) == synapses
     assert sum(b["sections"] for b in stats["bricks"].values()) == sections
-    assert stats["bricks"]["left"] == {"synapses": 0, "sections": 0, "synapse_bytes": 0}
+    for brick in stats["bricks"].values():
+        assert set(brick) == {"synapses", "sections", "synapse_bytes"}
+        assert brick["synapses"] <= brick["sections"] * 63
     assert stats["arena_slots_used"] <= stats["arena_capacity"]
     assert stats["bytes_per_synapse"] == stats["synapse_bytes"] / synapses
 
@@ -435,3 +440,16 @@ def test_sections_of_checks_the_neuron(trained):
         trained.sections_of(n)
     with pytest.raises(ValueError, match="neuron must be"):
         trained.sections_of(-1)
+
+
+@pytest.mark.xfail(strict=True, reason="doubtful behaviour: target-brick walks may end at an input brick "
+                   "(here 'left' <-> 'right' via z+-1); sections stored in an input brick are never walked, "
+                   "so an input neuron whose first section lands there never grows a synapse and is silent "
+                   "forever (also contradicts docs/api.md: 'input bricks show 0' in stats)")
+def test_every_active_input_neuron_grows_synapses():
+    cluster = HanamiCluster(MULTI, seed=9)
+    x, y = samples(300)
+    cluster.learn_many(x.clamp(min=1.0), y)
+    silent = [n for n in range(N_IN) if not any(
+        t is not None for s in cluster.sections_of(n) for t in s["targets"])]
+    assert silent == []

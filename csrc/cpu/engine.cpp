@@ -60,6 +60,12 @@ Engine::Engine(const ClusterView& view, const Config& config) : v_(view), cfg_(c
   block_input_.assign(size_t(v_.n_blocks) * kNeuronsPerBlock, 0.0f);
   active_hidden_.assign(v_.n_bricks, {});
   block_delta_.assign(size_t(v_.n_blocks) * kDeltaStride, 0.0f);
+  if (v_.syn_counter) {  // potential > 0 of every neuron, as of the last update of its brick
+    block_positive_.assign(size_t(v_.n_blocks) * kDeltaStride, 0);
+    for (int b = 0; b < v_.n_bricks; ++b)
+      for (int i = 0; i < v_.brick_count(b); ++i)
+        *positive_of(v_.brick_first_block(b), i) = v_.potential[v_.brick_start(b) + i] > 0.0f;
+  }
   slot_value_.assign(n_sections, 0.0f);
   lanes_.resize(std::max(1, cfg_.threads));
   for (Lane& lane : lanes_) lane.visits.assign(v_.n_bricks, {});
@@ -558,6 +564,7 @@ void Engine::update_neurons(int b, bool training, const float* target, float* ou
       v_.active[start + i] = 0;
       output[v_.brick_io(b) + i] = o;
       if (training) *delta_of(first_block, i) = output_delta(o, target[v_.brick_io(b) + i]);
+      if (v_.syn_counter) *positive_of(first_block, i) = o > 0.0f;
     }
   } else {
     // hidden_step (rules.h) in three passes: the cheap part for every neuron without branches,
@@ -586,8 +593,11 @@ void Engine::update_neurons(int b, bool training, const float* target, float* ou
     }
     active.resize(n_active);
     if (cfg_.compat && training) std::fill_n(v_.request + start, count, -1.0f);
+    if (v_.syn_counter)
+      for (int i = 0; i < count; ++i) *positive_of(first_block, i) = 0;
     for (int32_t n : active) {
       v_.potential[n] = hidden_activation(v_.potential[n]);
+      if (v_.syn_counter) *positive_of(first_block, n - start) = v_.potential[n] > 0.0f;
       if (!training || in_use_[n] != 0) continue;
       if (cfg_.compat) {
         v_.request[n] = 0.0f;
@@ -640,15 +650,13 @@ void Engine::backward_visits(int b, Lane& lane) {
     float* __restrict weight = v_.syn_weight + base;
     const uint8_t* __restrict target = v_.syn_target + base;
     const int reached_slots = visit.reached;
-    if (v_.syn_counter) {
-      uint8_t* counter = v_.syn_counter + base;
-      const int32_t first_neuron = v_.block_first_neuron(g);
-      const int32_t block_neurons = v_.block_count(g);
+    if (v_.syn_counter) {  // reduction bookkeeping (rules.h: counted), without branches
+      uint8_t* __restrict counter = v_.syn_counter + base;
+      const uint8_t* __restrict positive = block_positive_.data() + size_t(g) * kDeltaStride;
       for (int k = 0; k < reached_slots; ++k) {
         const uint8_t t = target[k];
-        if (t == kEmptyTarget) continue;
-        const float tp = t < block_neurons ? v_.potential[first_neuron + t] : 0.0f;
-        counter[k] = counted(counter[k], tp, weight[k]);
+        const bool useful = positive[t] == (weight[k] > 0.0f);
+        counter[k] = uint8_t(counter[k] + (t != kEmptyTarget && counter[k] < kCounterPersistent && useful));
       }
     }
     if (v_.brick_kind(neuron_brick(s / kSectionsPerNeuron)) == kInput) {

@@ -151,6 +151,11 @@ class Engine {
            i % kNeuronsPerBlock;
   }
 
+  uint8_t* positive_of(int32_t first_block, int32_t i) {
+    return block_positive_.data() + size_t(first_block + i / kNeuronsPerBlock) * kDeltaStride +
+           i % kNeuronsPerBlock;
+  }
+
   ClusterView v_;
   Config cfg_;
   int64_t step_ = 0;  // training step of the current sample (key of its random draws)
@@ -160,6 +165,7 @@ class Engine {
   std::vector<std::vector<int32_t>> block_sections_;  // [blocks] live sections, processing order
   std::vector<float> block_input_;                  // [blocks*64] padded input accumulators
   std::vector<float> block_delta_;                  // [blocks*256] padded deltas
+  std::vector<uint8_t> block_positive_;             // [blocks*256] potential > 0 (reduction only)
   std::vector<float> slot_value_;                   // [neurons*8] per-section backward sums
   std::vector<std::vector<int32_t>> active_hidden_;   // [bricks] neurons that fired this sample
   std::vector<Lane> lanes_;                         // [team members]
