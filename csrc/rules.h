@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #if defined(__CUDACC__)
 #define HANAMI_HD __host__ __device__ __forceinline__
@@ -114,9 +115,20 @@ HANAMI_HD float chain_offset(float offset, float last_upper, bool compat) {
 // log2 and 2^-y in plain double arithmetic (range reduction + series), used instead of libm so
 // that the C++, the CUDA and the pure-Python code compute bit-identical values, and fast (no call).
 // Both are accurate to about 1e-15, far below the float32 the results are rounded to.
-HANAMI_HD double log2_of(double a) {  // a > 0
+// frexp for positive normal doubles by reading the exponent bits (exact, no library call).
+HANAMI_HD double mantissa_exponent(double a, int* exponent) {
+  uint64_t bits;
+  memcpy(&bits, &a, sizeof(bits));
+  *exponent = static_cast<int>((bits >> 52) & 0x7FF) - 1022;
+  bits = (bits & 0x800FFFFFFFFFFFFFull) | (uint64_t(1022) << 52);  // m in [0.5, 1)
+  double m;
+  memcpy(&m, &bits, sizeof(m));
+  return m;
+}
+
+HANAMI_HD double log2_of(double a) {  // a >= 1 here (a = 1 + v, v >= 0)
   int exponent;
-  double m = frexp(a, &exponent);  // a = m * 2^exponent, m in [0.5, 1)
+  double m = mantissa_exponent(a, &exponent);  // a = m * 2^exponent, m in [0.5, 1)
   if (m < 0.7071067811865476) {
     m = m * 2.0;
     exponent = exponent - 1;

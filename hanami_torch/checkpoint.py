@@ -102,7 +102,8 @@ def load(path: str | os.PathLike):
         if name in ops.LAYOUT and not torch.equal(stored, current):
             raise CheckpointError(f"{path}: tensor {name!r} does not match the template and seed")
         setattr(cluster, name, stored.clone())
-    capacity = cluster.syn_weight.numel()
-    if cluster.syn_upper.numel() != capacity or cluster.syn_target.numel() != capacity:
-        raise CheckpointError(f"{path}: the synapse tensors differ in length")
+    try:
+        cluster.validate_state()
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from None
     return cluster

@@ -8,6 +8,7 @@ and enlarges the synapse arena when an op reports that it is full.
 
 from __future__ import annotations
 
+import numbers
 from typing import Mapping
 
 import numpy as np
@@ -66,8 +67,13 @@ class HanamiCluster(nn.Module):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
             raise ValueError(f"seed must be an integer in 0..2**53-1, got {seed!r}")
         for name, value in (("learning_rate", learning_rate), ("init_scale", init_scale)):
-            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+            # the C++ side works in float32: the value must be a positive float32 number
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or not 0 < float(value) <= float(np.finfo(np.float32).max)
+            ):
+                raise ValueError(f"{name} must be a positive finite float32 number, got {value!r}")
         settings = template.settings
         if not 1 <= settings.refractory_time <= 255:
             raise ValueError(
@@ -184,6 +190,8 @@ class HanamiCluster(nn.Module):
 
     def split_outputs(self, outputs: torch.Tensor) -> dict[str, torch.Tensor]:
         """Splits ``[..., n_outputs]`` into a dict by output-brick name (template order)."""
+        if outputs.shape[-1] != self.n_outputs:
+            raise ValueError(f"outputs must end in a dimension of {self.n_outputs}, got {list(outputs.shape)}")
         result, start = {}, 0
         for brick in self.template.output_bricks:
             result[brick.name] = outputs[..., start : start + brick.number_of_neurons]
@@ -254,7 +262,7 @@ class HanamiCluster(nn.Module):
         interval of source values) and ``targets`` (neuron index inside the target block, or None
         for an empty slot that only carries a border).
         """
-        if not 0 <= neuron < self.potential.numel():
+        if isinstance(neuron, bool) or not isinstance(neuron, (int, np.integer)) or not 0 <= neuron < self.potential.numel():
             raise ValueError(f"neuron must be in 0..{self.potential.numel() - 1}, got {neuron}")
         result = []
         for p in range(8):
@@ -280,6 +288,72 @@ class HanamiCluster(nn.Module):
             )
         return result
 
+    @torch.no_grad()
+    def validate_state(self) -> None:
+        """Checks that the network's tensors describe a consistent network, so that the C++ ops can
+        trust every index in them; raises ValueError naming the first problem. Run on every
+        loaded checkpoint and state dict: a damaged file must never reach the kernels."""
+        n_neurons, n_blocks = self.potential.numel(), self.block_info.shape[0]
+        capacity = self.syn_weight.numel()
+        sec_block = self.sec_block.numpy().astype(np.int64)
+        problems = []
+
+        def check(ok, what):
+            if not ok:
+                problems.append(what)
+
+        for name in ops.STATE:
+            tensor = getattr(self, name)
+            check(tensor.device.type == "cpu" and tensor.is_contiguous(), f"{name} must be a contiguous CPU tensor")
+        check(self.syn_upper.numel() == capacity and self.syn_target.numel() == capacity,
+              "syn_weight, syn_upper and syn_target differ in length")
+        check(self.syn_counter.numel() == (capacity if self.template.settings.enable_reduction else 0),
+              "syn_counter must be as long as the arena with reduction on, and empty without")
+        check(bool(((sec_block >= ops.PENDING_SECTION) & (sec_block < n_blocks)).all()),
+              "sec_block holds a block index out of range")
+        if problems:
+            raise ValueError("inconsistent network state: " + "; ".join(problems))
+        live = np.nonzero(sec_block >= 0)[0]
+        if live.size:
+            start = self.sec_start.numpy()[live].astype(np.int64)
+            length = self.sec_len.numpy()[live].astype(np.int64)
+            cap = self.sec_cap.numpy()[live].astype(np.int64)
+            check(bool((length <= cap).all() and (cap <= 63).all()), "a section uses more slots than it reserves")
+            check(bool((start >= 0).all() and (start + cap <= capacity).all()),
+                  "a section's slots lie outside the synapse arena")
+            if problems:  # the checks below index the arena with these values
+                raise ValueError("inconsistent network state: " + "; ".join(problems))
+            order = np.argsort(start, kind="stable")
+            ends = (start + cap)[order]
+            check(bool((ends[:-1] <= start[order][1:]).all()), "two sections share synapse slots")
+            owner = np.repeat(np.arange(live.size), length)
+            slots = start[owner] + (np.arange(owner.size) - np.repeat(np.cumsum(length) - length, length))
+            targets = self.syn_target.numpy()[slots] if slots.size else np.zeros(0, np.uint8)
+            check(bool(((targets < 64) | (targets == ops.EMPTY_TARGET)).all()),
+                  "a synapse targets a neuron outside its 64-neuron block")
+            check(bool(np.isfinite(self.syn_weight.numpy()[slots]).all() and np.isfinite(self.syn_upper.numpy()[slots]).all()),
+                  "a synapse weight or border is not finite")
+            if self.compat:
+                conn = self.sec_conn.numpy()[live].astype(np.int64)
+                grid = self.brick_grid.numpy().astype(np.int64)
+                brick = self.block_info.numpy()[sec_block[live], 0]
+                cells = grid[brick, 0] * grid[brick, 1]
+                check(bool(((conn >= 0) & (conn // 64 < cells)).all()), "a section's connection slot lies outside its brick's grid")
+        counters = self.counters.numpy()
+        check(bool((counters[: ops.COUNTER_SECTIONS + 1] >= 0).all()), "negative counters")
+        check(0 <= counters[ops.COUNTER_ARENA_TOP] <= capacity, "the arena top lies outside the arena")
+        if live.size:
+            check(bool((start + cap <= counters[ops.COUNTER_ARENA_TOP]).all()), "a section lies above the arena top")
+        check(int(counters[ops.COUNTER_SECTIONS]) == live.size, "the section counter disagrees with the sections")
+        check(bool(np.isfinite(self.potential.numpy()).all() and np.isfinite(self.sec_offset.numpy()).all()),
+              "a potential or section offset is not finite")
+        check(self.brick_grid.shape == (len(self.template.bricks), 2) and bool((self.brick_grid >= 0).all()),
+              "brick_grid must be [bricks, 2] and non-negative")
+        for name, size in (("active", n_neurons), ("refractory", n_neurons), ("request", n_neurons)):
+            check(getattr(self, name).numel() == size, f"{name} must have one entry per neuron")
+        if problems:
+            raise ValueError("inconsistent network state: " + "; ".join(problems))
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The synapse arena grows while the network learns: make room for the stored one first, so
         # that load_state_dict works between clusters that learned different amounts.
@@ -291,6 +365,7 @@ class HanamiCluster(nn.Module):
             if self.syn_counter.numel():
                 self.syn_counter = torch.empty(capacity, dtype=torch.uint8)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.validate_state()
 
     def extra_repr(self) -> str:
         sizes = "→".join(str(b.number_of_neurons) for b in self.template.bricks)
@@ -334,8 +409,6 @@ class HanamiCluster(nn.Module):
         keep = min(top, capacity)
 
         def moved(old: torch.Tensor, fill) -> torch.Tensor:
-            if old.numel() == 0:
-                return old
             new = torch.full((capacity,), fill, dtype=old.dtype)
             new[:keep] = old[:keep]
             return new
@@ -343,13 +416,16 @@ class HanamiCluster(nn.Module):
         self.syn_weight = moved(self.syn_weight, 0.0)
         self.syn_upper = moved(self.syn_upper, 0.0)
         self.syn_target = moved(self.syn_target, ops.EMPTY_TARGET)
-        self.syn_counter = moved(self.syn_counter, 0)
+        if self.template.settings.enable_reduction:  # counters exist only with reduction
+            self.syn_counter = moved(self.syn_counter, 0)
 
     def _samples(self, data, width: int, bricks, what: str) -> torch.Tensor:
         """Turns user data into a contiguous float32 CPU tensor ``[B, width]``, or raises ValueError."""
         if isinstance(data, Mapping):
             data = _join_bricks(data, bricks, what)
         if isinstance(data, np.ndarray):
+            if data.dtype.kind not in "biuf":
+                raise ValueError(f"{what} must hold real numbers, got a numpy array of {data.dtype}")
             data = torch.from_numpy(data)
         elif not isinstance(data, torch.Tensor):
             try:
@@ -370,7 +446,9 @@ class HanamiCluster(nn.Module):
         if data.shape[0] == 0:
             raise ValueError(f"{what} are empty: pass at least one sample")
         data = data.to(torch.float32).contiguous()
-        if not bool(torch.isfinite(data).all()):
+        # A finite sum proves every value finite (NaN or inf would carry into it) and costs a
+        # twentieth of an element-wise check; only a non-finite sum needs the exact test.
+        if not bool(torch.isfinite(data.sum())) and not bool(torch.isfinite(data).all()):
             bad = int((~torch.isfinite(data)).any(dim=1).nonzero()[0])
             raise ValueError(
                 f"{what} row {bad} contains NaN or infinity; Hanami takes any finite value "
@@ -411,7 +489,20 @@ def _join_bricks(data: Mapping, bricks, what: str):
         raise ValueError(f"{what} lack brick(s) {missing}; give a tensor for each of {names}")
     parts = []
     for brick in bricks:
-        part = torch.as_tensor(data[brick.name])
+        part = data[brick.name]
+        if isinstance(part, np.ndarray) and part.dtype.kind not in "biuf":
+            raise ValueError(f"{what}[{brick.name!r}] must hold real numbers, got {part.dtype}")
+        try:
+            part = torch.as_tensor(part)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise ValueError(f"{what}[{brick.name!r}] must be a tensor or an array: {error}") from None
+        if part.device.type != "cpu":
+            raise ValueError(
+                f"{what}[{brick.name!r}] is on {part.device} but this cluster runs on the CPU; "
+                "pass CPU tensors (x.cpu())"
+            )
+        if part.dtype == torch.bool or part.is_complex():
+            raise ValueError(f"{what}[{brick.name!r}] must hold real numbers, got {part.dtype}")
         if part.dim() == 1:
             part = part.unsqueeze(0)
         if part.dim() != 2 or part.shape[1] != brick.number_of_neurons:

@@ -84,9 +84,22 @@ def brick_neighbors(template: Template) -> list[list[int | None]]:
     ]
 
 
-def _forward_neighbors(neighbors: list[list[int | None]], brick: int) -> list[int]:
-    """Existing forward neighbours of ``brick`` in FORWARD_SIDES order."""
-    return [neighbors[brick][side] for side in FORWARD_SIDES if neighbors[brick][side] is not None]
+def _forward_neighbors(
+    neighbors: list[list[int | None]], brick: int, skip: frozenset[int] = frozenset()
+) -> list[int]:
+    """Existing forward neighbours of ``brick`` in FORWARD_SIDES order, leaving out ``skip``."""
+    return [
+        neighbors[brick][side]
+        for side in FORWARD_SIDES
+        if neighbors[brick][side] is not None and neighbors[brick][side] not in skip
+    ]
+
+
+def input_bricks(template: Template) -> frozenset[int]:
+    """Indices of the input bricks. Default-mode walks never step onto them: input neurons take
+    their values from the data, so sections stored there would never be walked. (Hanami's walk,
+    kept in compat mode, can end there, and such sections stay silent.)"""
+    return frozenset(b for b, brick in enumerate(template.bricks) if brick.is_input)
 
 
 def _compat_next(neighbors: list[list[int | None]], brick: int, start: int) -> int | None:
@@ -118,6 +131,7 @@ def walk_path(
     walk_index: int,
     max_distance: int,
     compat: bool = False,
+    skip: frozenset[int] = frozenset(),
 ) -> list[int]:
     """One target-brick walk, step by step (the readable reference for
     :func:`target_brick_lists`).
@@ -129,6 +143,7 @@ def walk_path(
         walk_index: 0..63, which of the brick's 64 entries this walk fills.
         max_distance: the template's ``max_connection_distance`` (>= 1).
         compat: Hanami's walk instead of the default one.
+        skip: bricks a default walk never steps onto (:func:`input_bricks`).
 
     Returns:
         The visited brick indices, ``start`` first; the last one is the target brick.  The walk
@@ -143,7 +158,7 @@ def walk_path(
             if following is None:
                 break  # dead end
         else:
-            options = _forward_neighbors(neighbors, current)
+            options = _forward_neighbors(neighbors, current, skip)
             if not options:
                 break  # dead end
             following = options[side_draw % len(options)]
@@ -216,7 +231,7 @@ def target_brick_lists(template: Template, seed: int, compat: bool = False) -> n
                 following = _compat_next(neighbors, b, start_position)
                 step_table[b, start_position] = -1 if following is None else following
         else:
-            options = _forward_neighbors(neighbors, b)
+            options = _forward_neighbors(neighbors, b, input_bricks(template))
             step_table[b, : len(options)] = options
             option_counts[b] = len(options)
 
@@ -274,7 +289,8 @@ def possible_targets(template: Template, compat: bool = False) -> list[set[int]]
             for b in range(len(template.bricks))
         ]
     else:
-        steps = [set(_forward_neighbors(neighbors, b)) for b in range(len(template.bricks))]
+        skip = input_bricks(template)
+        steps = [set(_forward_neighbors(neighbors, b, skip)) for b in range(len(template.bricks))]
 
     result: list[set[int]] = []
     for b, brick in enumerate(template.bricks):
@@ -317,9 +333,10 @@ def validate_connectivity(
         if brick.is_output or possible[b] != {b}:
             continue
         line = brick.line or None
-        if not _forward_neighbors(neighbors, b):
+        if not _forward_neighbors(neighbors, b, frozenset() if compat else input_bricks(template)):
             raise TemplateError(
-                f"{brick.describe()} has no neighbour in flow direction (+x in its row, or z±1): "
+                f"{brick.describe()} has no neighbour in flow direction (+x in its row, or z±1) other "
+                f"than input bricks: "
                 f"its neurons could only connect to themselves; move the next brick next to it",
                 line,
             )
@@ -406,6 +423,7 @@ __all__ = [
     "neighbor_position",
     "brick_neighbors",
     "walk_path",
+    "input_bricks",
     "target_brick_lists",
     "possible_targets",
     "validate_connectivity",

@@ -142,14 +142,19 @@ BAD_CALLS = [
     ("empty_learn", lambda c: c.learn_many(torch.zeros(0, N_IN), torch.zeros(0, N_OUT)), r"are empty"),
     ("empty_dict", lambda c: c.predict_many(split_x(torch.zeros(0, N_IN))), r"empty"),
     # dict inputs
-    ("unknown_brick", lambda c: c.predict_many(split_x(good_x()) | {"middle": torch.ones(3, 2)}), r"unknown brick.*middle"),
+    ("unknown_brick", lambda c: c.predict_many(split_x(good_x()) | {"middle": torch.ones(3, 2)}),
+     r"unknown brick.*middle"),
     ("misspelt_brick", lambda c: c.predict_many({"left": torch.ones(3, 5), "rigth": torch.ones(3, 3)}), r"rigth"),
     ("missing_brick", lambda c: c.predict_many({"left": torch.ones(3, 5)}), r"lack brick.*right"),
-    ("missing_target_brick", lambda c: c.learn_many(good_x(), {"first": torch.ones(3, 2)}), r"targets lack brick.*second"),
+    ("missing_target_brick", lambda c: c.learn_many(good_x(), {"first": torch.ones(3, 2)}),
+     r"targets lack brick.*second"),
     ("output_name_as_input", lambda c: c.predict_many(split_y(torch.ones(3, N_OUT))), r"unknown brick"),
-    ("brick_width", lambda c: c.predict_many({"left": torch.ones(3, 4), "right": torch.ones(3, 3)}), r"inputs\['left'\] must be shaped \[samples, 5\]"),
-    ("brick_rows", lambda c: c.predict_many({"left": torch.ones(3, 5), "right": torch.ones(2, 3)}), r"differ in their number of samples"),
-    ("brick_3d", lambda c: c.predict_many({"left": torch.ones(1, 3, 5), "right": torch.ones(3, 3)}), r"inputs\['left'\]"),
+    ("brick_width", lambda c: c.predict_many({"left": torch.ones(3, 4), "right": torch.ones(3, 3)}),
+     r"inputs\['left'\] must be shaped \[samples, 5\]"),
+    ("brick_rows", lambda c: c.predict_many({"left": torch.ones(3, 5), "right": torch.ones(2, 3)}),
+     r"differ in their number of samples"),
+    ("brick_3d", lambda c: c.predict_many({"left": torch.ones(1, 3, 5), "right": torch.ones(3, 3)}),
+     r"inputs\['left'\]"),
     ("dict_bool", lambda c: c.predict_many(split_x(torch.ones(2, N_IN, dtype=torch.bool))), r"real numbers"),
     ("dict_nan", lambda c: c.learn_many(split_x(with_value(good_x(), math.nan, col=6)), good_y()), r"row 2"),
     # row counts
@@ -179,8 +184,6 @@ def test_cuda_input_is_refused(trained):
     assert_unchanged(trained, before)
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: a dict mixing CPU and meta/CUDA tensors raises "
-                   "torch's RuntimeError from torch.cat instead of the device ValueError")
 def test_dict_with_tensors_on_different_devices_raises_value_error(trained):
     before = snapshot(trained)
     with pytest.raises(ValueError, match=r"on meta"):
@@ -188,15 +191,11 @@ def test_dict_with_tensors_on_different_devices_raises_value_error(trained):
     assert_unchanged(trained, before)
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: in a dict, a bool tensor next to a float tensor is "
-                   "promoted by torch.cat and accepted, while a bool tensor alone is refused")
 def test_dict_with_one_bool_brick_is_refused(trained):
     with pytest.raises(ValueError, match=r"real numbers"):
         trained.predict_many({"left": torch.ones(2, 5, dtype=torch.bool), "right": torch.ones(2, 3)})
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: numpy arrays of strings/objects raise TypeError "
-                   "from torch.from_numpy instead of the ValueError used for every other bad input")
 @pytest.mark.parametrize("array", [np.array([["1"] * N_IN]), np.array([[1.0] * N_IN], dtype=object)])
 def test_numpy_non_numeric_array_raises_value_error(trained, array):
     with pytest.raises(ValueError):
@@ -224,12 +223,12 @@ def test_uint16_and_string_inputs_are_refused(trained):
         ({"seed": True}, r"seed must be an integer.*True"),
         ({"seed": 1.0}, r"seed must be an integer"),
         ({"seed": "1"}, r"seed must be an integer"),
-        ({"learning_rate": 0}, r"learning_rate must be a positive finite number, got 0"),
+        ({"learning_rate": 0}, r"learning_rate must be a positive finite.*got 0"),
         ({"learning_rate": -0.05}, r"learning_rate must be a positive finite"),
         ({"learning_rate": math.nan}, r"learning_rate must be a positive finite"),
         ({"learning_rate": math.inf}, r"learning_rate"),
         ({"learning_rate": "0.05"}, r"learning_rate"),
-        ({"init_scale": math.nan}, r"init_scale must be a positive finite number, got nan"),
+        ({"init_scale": math.nan}, r"init_scale must be a positive finite.*got nan"),
         ({"init_scale": 0.0}, r"init_scale"),
         ({"init_scale": -1.0}, r"init_scale"),
         ({"init_scale": None}, r"init_scale"),
@@ -248,22 +247,21 @@ def test_good_constructor_arguments_at_the_limits():
     assert (cluster.learning_rate, cluster.init_scale, cluster.compat) == (1.0, 0.5, True)
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: learning_rate / init_scale beyond float32 range are "
-                   "accepted and give inf/NaN weights (the C++ side stores them as float32)")
-@pytest.mark.parametrize("kwargs", [{"learning_rate": 1e300}, {"init_scale": 1e300}])
+@pytest.mark.parametrize(
+    "kwargs", [{"learning_rate": 1e300}, {"init_scale": 1e300}, {"init_scale": 1e39}, {"learning_rate": True}]
+)
 def test_parameters_beyond_float32_are_refused(kwargs):
-    with pytest.raises(ValueError):
-        cluster = HanamiCluster(MULTI, **kwargs)
-        x, y = samples(5)
-        cluster.learn_many(x, y)
-        assert torch.isfinite(cluster.syn_weight).all()
+    # the C++ side works in float32: a larger value would give inf/NaN weights
+    with pytest.raises(ValueError, match="must be a positive finite"):
+        HanamiCluster(MULTI, **kwargs)
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: a numpy float32 learning rate (a positive finite "
-                   "number) is refused because only Python int/float pass the isinstance check")
-def test_numpy_float32_learning_rate_is_accepted():
-    cluster = HanamiCluster(MULTI, learning_rate=np.float32(0.1), init_scale=np.float32(0.1))
-    assert cluster.learning_rate == pytest.approx(0.1)
+def test_numpy_float32_parameters_are_accepted():
+    cluster = HanamiCluster(MULTI, learning_rate=np.float32(0.1), init_scale=np.float64(0.1))
+    assert cluster.learning_rate == pytest.approx(0.1) and cluster.init_scale == 0.1
+    x, y = samples(5)
+    cluster.learn_many(x, y)
+    assert torch.isfinite(cluster.syn_weight).all()
 
 
 def test_template_argument_type():
@@ -271,19 +269,23 @@ def test_template_argument_type():
         HanamiCluster(42)
 
 
+SMALL = LINE.format(inputs=2, hidden=4, outputs=2)
+#: two more bricks: 4 x 2**24 neurons in all, over the total limit of 2**26
+HUGE_HIDDEN = "    4,1,1\n        number_of_neurons: 16777216\n    5,1,1\n        number_of_neurons: 2\n"
+#: an output brick behind the input brick (connections only go forward)
+BEHIND = "    0,1,1\n        output: behind\n        number_of_neurons: 1\n"
+
+
 @pytest.mark.parametrize(
     "template, message",
     [
         (LINE.format(inputs=2**24 + 1, hidden=4, outputs=2), r"number_of_neurons.*1 to 16777216"),
         (LINE.format(inputs=0, hidden=4, outputs=2), r"number_of_neurons"),
-        (LINE.format(inputs=2**24, hidden=2**24, outputs=2**24).replace(
-            "bricks:\n", "bricks:\n    0,1,1\n        number_of_neurons: 16777216\n    4,1,1\n        number_of_neurons: 2\n"
-        ), r"too many neurons"),
-        (LINE.format(inputs=2, hidden=4, outputs=2).replace("bricks:", "settings:\n    refractory_time: 256\nbricks:"), r"refractory_time"),
-        (LINE.format(inputs=2, hidden=4, outputs=2).replace("output: out\n", ""), r"no output brick"),
-        (LINE.format(inputs=2, hidden=4, outputs=2).replace("3,1,1", "5,1,1"), r"no neighbour in flow direction"),
-        (LINE.format(inputs=2, hidden=4, outputs=2) + "    0,1,1\n        output: behind\n        number_of_neurons: 1\n",
-         r"named 'behind' cannot be reached from any input"),
+        (LINE.format(inputs=2**24, hidden=2**24, outputs=2**24) + HUGE_HIDDEN, r"too many neurons"),
+        (SMALL.replace("bricks:", "settings:\n    refractory_time: 256\nbricks:"), r"refractory_time"),
+        (SMALL.replace("output: out\n", ""), r"no output brick"),
+        (SMALL.replace("3,1,1", "5,1,1"), r"no neighbour in flow direction"),
+        (SMALL + BEHIND, r"named 'behind' cannot be reached from any input"),
     ],
     ids=["brick_over_limit", "zero_neurons", "total_over_limit", "refractory", "no_output", "dead_end",
          "unreachable"],
@@ -442,10 +444,6 @@ def test_sections_of_checks_the_neuron(trained):
         trained.sections_of(-1)
 
 
-@pytest.mark.xfail(strict=True, reason="doubtful behaviour: target-brick walks may end at an input brick "
-                   "(here 'left' <-> 'right' via z+-1); sections stored in an input brick are never walked, "
-                   "so an input neuron whose first section lands there never grows a synapse and is silent "
-                   "forever (also contradicts docs/api.md: 'input bricks show 0' in stats)")
 def test_every_active_input_neuron_grows_synapses():
     cluster = HanamiCluster(MULTI, seed=9)
     x, y = samples(300)
@@ -453,3 +451,15 @@ def test_every_active_input_neuron_grows_synapses():
     silent = [n for n in range(N_IN) if not any(
         t is not None for s in cluster.sections_of(n) for t in s["targets"])]
     assert silent == []
+
+
+@pytest.mark.parametrize("start", ["dark_batch", "compact"])
+def test_learning_goes_on_after_a_step_that_grew_nothing(start):
+    cluster = HanamiCluster(LINE.format(inputs=4, hidden=8, outputs=2), seed=0)
+    if start == "dark_batch":
+        cluster.learn_many(torch.zeros(5, 4), torch.zeros(5, 2))
+    else:
+        cluster.compact()
+    x, y = samples(5, inputs=4, outputs=2)
+    cluster.learn_many(x.clamp(min=1.0), y)
+    assert cluster.stats()["synapses"] > 0

@@ -507,6 +507,19 @@ void Engine::forward_blocks(int b, int first, int last, bool training, Lane& lan
     }
     for (size_t i = 0; i < n_active; ++i) {
       const int32_t s = active[i];
+      // The sections of a sample lie all over the arena: ask for the next ones early.
+      if (i + 2 < n_active) {
+        const int32_t later = active[i + 2];
+        __builtin_prefetch(v_.sec_start + later);
+        __builtin_prefetch(v_.sec_offset + later);
+        __builtin_prefetch(v_.sec_len + later);
+      }
+      if (i + 1 < n_active) {
+        const int64_t next = v_.sec_start[active[i + 1]];
+        __builtin_prefetch(v_.syn_upper + next);
+        __builtin_prefetch(v_.syn_weight + next);
+        __builtin_prefetch(v_.syn_target + next);
+      }
       const float potential = v_.potential[s / kSectionsPerNeuron];
       if (training)
         visits.push_back({s, walk_train(lane, s, potential, block_input, block_neurons)});
