@@ -175,7 +175,7 @@ struct HiddenState {
 
 HANAMI_HD HiddenState hidden_step(float potential, uint8_t refractory, float input, float cooldown,
                                   uint8_t refractory_setting) {
-  float p = potential != 0.0f ? potential / cooldown : 0.0f;  // same value, no division
+  float p = potential / cooldown;
   uint8_t r = static_cast<uint8_t>(refractory >> 1);
   if (r == 0) {
     p = p + input;

@@ -398,7 +398,7 @@ class ReferenceCluster:
                     if training:
                         delta[(g, local)] = output_delta(o, f32(t[io + i]))
                     continue
-                p = self.potential[n] / self.cooldown if self.potential[n] != f32(0) else f32(0)
+                p = self.potential[n] / self.cooldown
                 r = self.refractory[n] >> 1
                 if r == 0:
                     p = p + zin

@@ -357,7 +357,9 @@ int32_t Engine::walk_train(Lane& lane, int32_t s, float potential, float* block_
   float* weight = v_.syn_weight + base;
   uint8_t* target = v_.syn_target + base;
   const int len = v_.sec_len[s];
-  int k = fast_prefix(upper, target, len, p_above, cfg_.reduction);
+  // inputs (pixels) mostly cover whole sections; hidden values rarely do
+  const bool whole_likely = !cfg_.reduction && v_.brick_kind(neuron_brick(s / kSectionsPerNeuron)) == kInput;
+  int k = fast_prefix(upper, target, len, p_above, whole_likely);
   for (int j = 0; j < k; ++j) block_input[target[j]] += weight[j];
   float lower = k > 0 ? upper[k - 1] : 0.0f;
   for (; k < len; ++k) {
@@ -432,7 +434,9 @@ void Engine::walk_infer(int32_t s, float potential, float* block_input) const {
   const float* __restrict weight = v_.syn_weight + base;
   const uint8_t* __restrict target = v_.syn_target + base;
   const int len = v_.sec_len[s];
-  int k = fast_prefix(upper, target, len, p_above, cfg_.reduction);
+  // inputs (pixels) mostly cover whole sections; hidden values rarely do
+  const bool whole_likely = !cfg_.reduction && v_.brick_kind(neuron_brick(s / kSectionsPerNeuron)) == kInput;
+  int k = fast_prefix(upper, target, len, p_above, whole_likely);
   for (int j = 0; j < k; ++j) block_input[target[j]] += weight[j];
   float lower = k > 0 ? upper[k - 1] : 0.0f;
   for (; k < len; ++k) {
@@ -588,12 +592,14 @@ void Engine::update_neurons(int b, bool training, const float* target, float* ou
     uint8_t* __restrict fired = v_.active + start;
     const float cooldown = cfg_.cooldown;
     const uint8_t refractory_time = cfg_.refractory_time;
-    for (int i = 0; i < count; ++i) {
-      const float decayed = potential[i] != 0.0f ? potential[i] / cooldown : 0.0f;
+    for (int i = 0; i < count; ++i) {  // byte-wide pass (vectorised)
       const uint8_t shifted = uint8_t(refractory[i] >> 1);
-      const bool admit = shifted == 0;
-      const float p = admit ? decayed + input[i] : decayed;
-      refractory[i] = admit ? refractory_time : shifted;
+      fired[i] = shifted == 0;  // for now: "input is let in"
+      refractory[i] = shifted == 0 ? refractory_time : shifted;
+    }
+    for (int i = 0; i < count; ++i) {  // float pass (vectorised)
+      const float decayed = potential[i] / cooldown;
+      const float p = fired[i] ? decayed + input[i] : decayed;
       fired[i] = p > 0.0f;
       potential[i] = p > 0.0f ? p : 0.0f;  // pre-activation for now
     }
