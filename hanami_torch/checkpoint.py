@@ -1,14 +1,15 @@
 """Checkpoints of a :class:`~hanami_torch.HanamiCluster` as safetensors files (no pickle).
 
 A checkpoint holds every layout and state tensor of the cluster under its own name, and metadata
-(strings) with the format version, the package version, the template text, the seed and the
-constructor options. ``load`` rebuilds the cluster from the template and then replaces its tensors,
+(strings) with the format version, the package version, the template text, the seed, the
+constructor options and a SHA-256 checksum of the tensors. ``load`` rebuilds the cluster from the template and then replaces its tensors,
 checking every name, dtype and shape, so a foreign or damaged file raises a clear error instead of
 giving a silently corrupted network.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -44,6 +45,7 @@ def save(cluster, path: str | os.PathLike) -> None:
         "init_scale": cluster.init_scale,
     }
     metadata = {
+        "sha256": tensor_digest(tensors),
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "package_version": __version__,
@@ -55,6 +57,16 @@ def save(cluster, path: str | os.PathLike) -> None:
     temporary = path.with_name(path.name + ".partial")
     save_file(tensors, str(temporary), metadata=metadata)
     os.replace(temporary, path)
+
+
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the tensors' names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
 
 
 def load(path: str | os.PathLike):
@@ -106,4 +118,10 @@ def load(path: str | os.PathLike):
         cluster.validate_state()
     except ValueError as error:
         raise CheckpointError(f"{path}: {error}") from None
+    # last, because the checks above name the problem more precisely when they find one
+    if metadata.get("sha256") != tensor_digest(tensors):
+        raise CheckpointError(
+            f"{path} is damaged: its tensors do not match the checksum written with them; restore "
+            "the file from a copy"
+        )
     return cluster

@@ -398,3 +398,34 @@ def test_damaged_indices_are_refused_not_crashing(damage_results, case):
     status, text = damage_results[case]
     assert status == 0, f"the process died (wait status {status}, signal {status & 0x7F})"
     assert text.startswith("refused:"), text
+
+
+def test_a_flipped_byte_in_the_tensors_is_caught_by_the_checksum(tmp_path):
+    """A bit flip inside the weights leaves a structurally valid file: only the checksum notices."""
+    import hanami_torch
+    from hanami_torch.checkpoint import CheckpointError
+
+    cluster = HanamiCluster(TEMPLATE_FOR_CHECKSUM, seed=1)
+    gen = torch.Generator().manual_seed(1)
+    cluster.learn_many(torch.rand(50, 4, generator=gen) * 100, torch.rand(50, 2, generator=gen))
+    path = tmp_path / "c.safetensors"
+    hanami_torch.save(cluster, path)
+    data = bytearray(path.read_bytes())
+    header = int.from_bytes(data[:8], "little")
+    data[8 + header + 3] ^= 0x40  # inside the first tensor's bytes
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="checksum"):
+        hanami_torch.load(path)
+
+
+TEMPLATE_FOR_CHECKSUM = """version: 1
+bricks:
+    1,1,1
+        input: x
+        number_of_neurons: 4
+    2,1,1
+        number_of_neurons: 20
+    3,1,1
+        output: y
+        number_of_neurons: 2
+"""
