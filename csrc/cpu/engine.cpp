@@ -16,7 +16,7 @@
 namespace hanami {
 namespace {
 
-constexpr int kGrowSlack = 3;       // spare slots reserved when a section outgrows its reserve
+constexpr int kGrowSlack = 7;       // spare slots reserved when a section outgrows its reserve
 constexpr int kCompactSlack = 2;    // spare slots per section after a compaction during learning
 
 inline int first_free_slot(uint8_t mask) {
