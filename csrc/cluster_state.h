@@ -36,8 +36,9 @@ enum StateIndex : int {
   kSynUpper = 13,    // float32 [capacity]: cumulative upper end of the slot's interval
   kSynTarget = 14,   // uint8 [capacity]: neuron inside the target block, 0xFF = empty
   kSynCounter = 15,  // uint8 [capacity] when reduction is on, else [0]
-  kCounters = 16,    // int64 [8], see CounterIndex
-  kStateSize = 17,
+  kSynAccum = 16,    // float32 [capacity] with the Adagrad optimizer (sum of squared steps), else [0]
+  kCounters = 17,    // int64 [8], see CounterIndex
+  kStateSize = 18,
 };
 
 enum CounterIndex : int {
@@ -61,6 +62,8 @@ enum ConfigIndex : int {
   kLearningRate = 5,
   kInitScale = 6,
   kThreads = 7,
+  kOptimizer = 8,     // 0: Hanami's plain SGD step, 1: per-synapse Adagrad
+  kInputFanIn = 9,    // sections an input neuron opens when it first fires (Hanami: 1)
   kConfigSize = 16,
 };
 

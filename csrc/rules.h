@@ -217,6 +217,16 @@ HANAMI_HD float updated_weight(float weight, float target_delta, float learning_
   return weight - learning_rate * target_delta;
 }
 
+// Per-synapse Adagrad (an option beyond Hanami): the step shrinks with the synapse's own history
+// of squared surrogate gradients, which acts as a learning-rate schedule for online learning.
+constexpr float kAdagradEpsilon = 1e-8f;
+
+HANAMI_HD float adagrad_weight(float weight, float* accum, float target_delta, float learning_rate) {
+  const float sum = *accum + target_delta * target_delta;
+  *accum = sum;
+  return weight - (learning_rate * target_delta) / (sqrtf(sum) + kAdagradEpsilon);
+}
+
 // Reduction bookkeeping: a synapse is "useful" when its sign agrees with its target's activity.
 HANAMI_HD uint8_t counted(uint8_t counter, float target_potential, float weight) {
   const bool useful = (target_potential > 0.0f) == (weight > 0.0f);

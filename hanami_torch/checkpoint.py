@@ -43,6 +43,8 @@ def save(cluster, path: str | os.PathLike) -> None:
         "compat": cluster.compat,
         "learning_rate": cluster.learning_rate,
         "init_scale": cluster.init_scale,
+        "optimizer": cluster.optimizer,
+        "input_fan_in": cluster.input_fan_in,
     }
     metadata = {
         "sha256": tensor_digest(tensors),

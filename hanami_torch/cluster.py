@@ -21,7 +21,9 @@ from .template import Template
 #: bytes one synapse slot takes in the arena: weight f32, upper border f32, target u8
 SLOT_BYTES = 9
 #: ... plus the reduction counter (u8) when the template enables reduction
-SLOT_BYTES_REDUCTION = 10
+REDUCTION_BYTES = 1
+#: ... plus the Adagrad sum (f32) with optimizer="adagrad"
+ADAGRAD_BYTES = 4
 #: bytes of the per-section table, for every possible section (8 per neuron)
 SECTION_BYTES = 4 + 4 + 1 + 4 + 1 + 1  # block, offset, has_next, start, len, cap
 INITIAL_ARENA_SLOTS = 1 << 14
@@ -44,6 +46,10 @@ class HanamiCluster(nn.Module):
             brick), the chain-offset bug B2, last-writer-wins section requests and its reduction.
         learning_rate: step of Hanami's surrogate SGD rule (0.05 in Hanami).
         init_scale: new synapse weights are uniform in ``(-init_scale, init_scale)`` (0.2 in Hanami).
+        optimizer: ``"sgd"`` (Hanami's plain step) or ``"adagrad"`` (each synapse's step shrinks
+            with its own history of squared surrogate gradients; 4 more bytes per synapse).
+        input_fan_in: how many sections (each to its own random target block) an input neuron
+            opens when it first fires; Hanami opens 1.
 
     Inputs are raw values (no normalisation); a neuron with a value <= 0 stays inactive. Targets
     are the wanted values of the output neurons (one-hot for classes). Several input or output
@@ -58,6 +64,8 @@ class HanamiCluster(nn.Module):
         compat: bool = False,
         learning_rate: float = 0.05,
         init_scale: float = 0.2,
+        optimizer: str = "sgd",
+        input_fan_in: int = 1,
     ) -> None:
         super().__init__()
         if isinstance(template, str):
@@ -74,6 +82,10 @@ class HanamiCluster(nn.Module):
                 or not 0 < float(value) <= float(np.finfo(np.float32).max)
             ):
                 raise ValueError(f"{name} must be a positive finite float32 number, got {value!r}")
+        if optimizer not in ops.OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {sorted(ops.OPTIMIZERS)}, got {optimizer!r}")
+        if isinstance(input_fan_in, bool) or not isinstance(input_fan_in, (int, np.integer)) or not 1 <= input_fan_in <= 8:
+            raise ValueError(f"input_fan_in must be an integer in 1..8 (a neuron has 8 section slots), got {input_fan_in!r}")
         settings = template.settings
         if not 1 <= settings.refractory_time <= 255:
             raise ValueError(
@@ -88,6 +100,8 @@ class HanamiCluster(nn.Module):
         self.compat = bool(compat)
         self.learning_rate = float(learning_rate)
         self.init_scale = float(init_scale)
+        self.optimizer = optimizer
+        self.input_fan_in = int(input_fan_in)
 
         targets = geometry.target_brick_lists(template, self.seed, self.compat)
         geometry.validate_connectivity(template, targets, compat=self.compat)
@@ -124,6 +138,7 @@ class HanamiCluster(nn.Module):
             "syn_upper": torch.zeros(capacity, dtype=torch.float32),
             "syn_target": torch.full((capacity,), ops.EMPTY_TARGET, dtype=torch.uint8),
             "syn_counter": torch.zeros(capacity if reduction else 0, dtype=torch.uint8),
+            "syn_accum": torch.zeros(capacity if optimizer == "adagrad" else 0, dtype=torch.float32),
             "counters": torch.zeros(ops.N_COUNTERS, dtype=torch.int64),
         }
         for name in ops.STATE:
@@ -137,6 +152,8 @@ class HanamiCluster(nn.Module):
         config[ops.CONFIG_REDUCTION] = float(reduction)
         config[ops.CONFIG_LEARNING_RATE] = self.learning_rate
         config[ops.CONFIG_INIT_SCALE] = self.init_scale
+        config[ops.CONFIG_OPTIMIZER] = float(ops.OPTIMIZERS[optimizer])
+        config[ops.CONFIG_INPUT_FAN_IN] = float(self.input_fan_in)
         self.register_buffer("config", config, persistent=False)
 
     # ---- public API ------------------------------------------------------------------------
@@ -221,7 +238,7 @@ class HanamiCluster(nn.Module):
     @torch.no_grad()
     def stats(self) -> dict:
         """Size of the network: synapses, sections and bytes, in total and per target brick."""
-        slot_bytes = SLOT_BYTES_REDUCTION if self.syn_counter.numel() else SLOT_BYTES
+        slot_bytes = self._slot_bytes()
         sec_block = self.sec_block.numpy()
         live = np.nonzero(sec_block >= 0)[0]
         per_section = _synapses_per_section(
@@ -309,6 +326,8 @@ class HanamiCluster(nn.Module):
               "syn_weight, syn_upper and syn_target differ in length")
         check(self.syn_counter.numel() == (capacity if self.template.settings.enable_reduction else 0),
               "syn_counter must be as long as the arena with reduction on, and empty without")
+        check(self.syn_accum.numel() == (capacity if self.optimizer == "adagrad" else 0),
+              "syn_accum must be as long as the arena with Adagrad, and empty without")
         check(bool(((sec_block >= ops.PENDING_SECTION) & (sec_block < n_blocks)).all()),
               "sec_block holds a block index out of range")
         if problems:
@@ -362,8 +381,10 @@ class HanamiCluster(nn.Module):
             capacity = state_dict[key].numel()
             for name in ("syn_weight", "syn_upper", "syn_target"):
                 setattr(self, name, torch.empty(capacity, dtype=getattr(self, name).dtype))
-            if self.syn_counter.numel():
+            if self.template.settings.enable_reduction:
                 self.syn_counter = torch.empty(capacity, dtype=torch.uint8)
+            if self.optimizer == "adagrad":
+                self.syn_accum = torch.empty(capacity, dtype=torch.float32)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self.validate_state()
 
@@ -371,10 +392,19 @@ class HanamiCluster(nn.Module):
         sizes = "→".join(str(b.number_of_neurons) for b in self.template.bricks)
         return (
             f"bricks={sizes}, seed={self.seed}, compat={self.compat}, "
-            f"learning_rate={self.learning_rate}, init_scale={self.init_scale}"
+            f"learning_rate={self.learning_rate}, init_scale={self.init_scale}, "
+            f"optimizer={self.optimizer!r}, input_fan_in={self.input_fan_in}"
         )
 
     # ---- internals -------------------------------------------------------------------------
+
+    def _slot_bytes(self) -> int:
+        """Bytes of one arena slot with this cluster's options."""
+        return (
+            SLOT_BYTES
+            + (REDUCTION_BYTES if self.template.settings.enable_reduction else 0)
+            + (ADAGRAD_BYTES if self.optimizer == "adagrad" else 0)
+        )
 
     def _layout(self) -> list[torch.Tensor]:
         return [getattr(self, name) for name in ops.LAYOUT]
@@ -418,6 +448,8 @@ class HanamiCluster(nn.Module):
         self.syn_target = moved(self.syn_target, ops.EMPTY_TARGET)
         if self.template.settings.enable_reduction:  # counters exist only with reduction
             self.syn_counter = moved(self.syn_counter, 0)
+        if self.optimizer == "adagrad":
+            self.syn_accum = moved(self.syn_accum, 0.0)
 
     def _samples(self, data, width: int, bricks, what: str) -> torch.Tensor:
         """Turns user data into a contiguous float32 CPU tensor ``[B, width]``, or raises ValueError."""

@@ -40,6 +40,7 @@ STATE = (
     "syn_upper",
     "syn_target",
     "syn_counter",
+    "syn_accum",
     "counters",
 )
 
@@ -51,6 +52,8 @@ N_COUNTERS = 8
 #: indices into the float64 ``config`` tensor
 CONFIG_SEED, CONFIG_COMPAT, CONFIG_COOLDOWN, CONFIG_REFRACTORY = 0, 1, 2, 3
 CONFIG_REDUCTION, CONFIG_LEARNING_RATE, CONFIG_INIT_SCALE, CONFIG_THREADS = 4, 5, 6, 7
+CONFIG_OPTIMIZER, CONFIG_INPUT_FAN_IN = 8, 9
+OPTIMIZERS = {"sgd": 0, "adagrad": 1}
 N_CONFIG = 16
 
 #: values of ``sec_block`` that are not a block

@@ -38,6 +38,7 @@ class Synapse:
     upper: np.float32  # cumulative upper end of the slot's interval above the section offset
     target: int | None  # neuron inside the target block; None = empty slot
     counter: int = 0
+    accum: np.float32 = np.float32(0)  # Adagrad's sum of squared steps
 
 
 @dataclass
@@ -117,6 +118,15 @@ def lane_total(lanes):
     return pair[0] + pair[1]
 
 
+ADAGRAD_EPSILON = f32(1e-8)
+
+
+def adagrad_weight(weight, accum, d, learning_rate):
+    """(new weight, new accum) of the per-synapse Adagrad step."""
+    total = accum + d * d
+    return weight - (learning_rate * d) / (np.sqrt(total) + ADAGRAD_EPSILON), total
+
+
 def counted(counter, target_potential, weight):
     useful = (target_potential > f32(0)) == (weight > f32(0))
     return counter + 1 if counter < COUNTER_PERSISTENT and useful else counter
@@ -132,6 +142,8 @@ class ReferenceCluster:
         self.seed = cluster.seed
         self.learning_rate = f32(cluster.learning_rate)
         self.init_scale = cluster.init_scale
+        self.adagrad = cluster.optimizer == "adagrad"
+        self.input_fan_in = cluster.input_fan_in
         settings = cluster.template.settings
         self.cooldown = f32(settings.neuron_cooldown)
         self.refractory_time = int(settings.refractory_time)
@@ -149,6 +161,7 @@ class ReferenceCluster:
         self.pending: list[int] = []
         weight, upper = cluster.syn_weight.numpy(), cluster.syn_upper.numpy()
         target, counter = cluster.syn_target.numpy(), cluster.syn_counter.numpy()
+        accum = cluster.syn_accum.numpy()
         for s, block in enumerate(cluster.sec_block.tolist()):
             if block == -1:
                 continue
@@ -167,6 +180,7 @@ class ReferenceCluster:
                         f32(upper[start + k]),
                         None if t == 0xFF else t,
                         int(counter[start + k]) if counter.size else 0,
+                        f32(accum[start + k]) if accum.size else f32(0),
                     )
                 )
             if block == -2:
@@ -375,7 +389,8 @@ class ReferenceCluster:
                 self.potential[n] = x[io + i]
                 self.active[n] = bool(x[io + i] > f32(0))
                 if training and self.active[n] and not self.in_use(n):
-                    self.create_section(n, f32(0))
+                    for _ in range(self.input_fan_in):
+                        self.create_section(n, f32(0))
         for b, (start, count, kind, io, first_block) in enumerate(self.bricks):
             if kind == INPUT:
                 continue
@@ -475,9 +490,12 @@ class ReferenceCluster:
                     if self.reduction:
                         tp = self.potential[first_neuron + syn.target] if syn.target < block_neurons else f32(0)
                         syn.counter = counted(syn.counter, tp, syn.weight)
-                    if not source_is_input:
+                    if not source_is_input or self.adagrad:
                         lanes[k % SUM_LANES] = lanes[k % SUM_LANES] + d * syn.weight
-                    syn.weight = syn.weight - self.learning_rate * d
+                    if self.adagrad:
+                        syn.weight, syn.accum = adagrad_weight(syn.weight, syn.accum, d, self.learning_rate)
+                    else:
+                        syn.weight = syn.weight - self.learning_rate * d
                 if not source_is_input:
                     slot_value[s] = lane_total(lanes)
 
@@ -502,7 +520,7 @@ class ReferenceCluster:
                                 continue
                             syn.counter = c
                             live += 1
-                        kept.append(Synapse(syn.weight, u - shift, syn.target, syn.counter))
+                        kept.append(Synapse(syn.weight, u - shift, syn.target, syn.counter, syn.accum))
                     sec.slots = kept
                 else:
                     lower, borders = f32(0), []
@@ -521,7 +539,9 @@ class ReferenceCluster:
                         self.synapses -= 1
                         if k + 1 < len(slots):
                             borders[k] = borders[k + 1]
-                            slots[k] = Synapse(slots[k + 1].weight, f32(0), slots[k + 1].target, slots[k + 1].counter)
+                            slots[k] = Synapse(
+                                slots[k + 1].weight, f32(0), slots[k + 1].target, slots[k + 1].counter, slots[k + 1].accum
+                            )
                             borders[k + 1] = f32(0)
                             slots[k + 1] = Synapse(f32(0), f32(0), None, 0)
                         else:
@@ -570,7 +590,7 @@ class ReferenceCluster:
                 float(sec.offset),
                 bool(sec.has_next),
                 sec.conn,
-                [(float(y.weight), float(y.upper), y.target, y.counter) for y in sec.slots],
+                [(float(y.weight), float(y.upper), y.target, y.counter, float(y.accum)) for y in sec.slots],
             )
         return {
             "sections": sections,

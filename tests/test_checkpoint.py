@@ -165,7 +165,8 @@ def test_file_is_plain_safetensors(saved):
     meta = header.pop("__metadata__")
     assert meta["format"] == checkpoint.FORMAT
     assert meta["format_version"] == str(checkpoint.FORMAT_VERSION)
-    assert json.loads(meta["options"]) == {"seed": 3, "compat": False, "learning_rate": 0.05, "init_scale": 0.2}
+    assert json.loads(meta["options"]) == {"seed": 3, "compat": False, "learning_rate": 0.05, "init_scale": 0.2,
+                                           "optimizer": "sgd", "input_fan_in": 1}
     assert "number_of_neurons: 70" in meta["template"]
     tensors = load_file(str(path))
     assert set(tensors) == set(header) == set(ops.LAYOUT + ops.STATE)

@@ -129,3 +129,15 @@ def test_many_equals_one_by_one_and_threads_do_not_matter(compat):
         torch.set_num_threads(threads)
     assert torch.equal(out_many, out_single)
     assert cluster_structure(many) == cluster_structure(single)
+
+
+@pytest.mark.parametrize("reduction", ["false", "true"])
+def test_adagrad_and_fan_in_match_reference(reduction):
+    """The options beyond Hanami: per-synapse Adagrad and several first sections per input."""
+    cluster = HanamiCluster(line(reduction=reduction), seed=6, optimizer="adagrad", input_fan_in=3,
+                            learning_rate=0.02, init_scale=0.03)
+    x, y = random_samples(cluster, 220 if reduction == "true" else 80, seed=6, ramp=True)
+    ref = run_both(cluster, x, y)
+    first_sections = [len(cluster.sections_of(n)) for n in range(9)]
+    assert max(first_sections) >= 3
+    assert any(s.accum > 0 for sec in ref.sections.values() for s in sec.slots)

@@ -97,6 +97,7 @@ void Engine::ensure_reserve(int32_t s) {
     std::memcpy(v_.syn_upper + start, v_.syn_upper + old, len * sizeof(float));
     std::memcpy(v_.syn_target + start, v_.syn_target + old, len);
     if (v_.syn_counter) std::memcpy(v_.syn_counter + start, v_.syn_counter + old, len);
+    if (v_.syn_accum) std::memcpy(v_.syn_accum + start, v_.syn_accum + old, len * sizeof(float));
   }
   v_.counters[kGarbage] += cap;
   v_.sec_start[s] = int32_t(start);
@@ -114,6 +115,7 @@ bool Engine::compact(int slack) {
 
   std::vector<float> weight(total), upper(total);
   std::vector<uint8_t> target(total, kEmptyTarget), counter(v_.syn_counter ? total : 0, 0);
+  std::vector<float> accum(v_.syn_accum ? total : 0, 0.0f);
   int64_t top = 0;
   for (int32_t s : order) {
     const int len = v_.sec_len[s];
@@ -122,6 +124,7 @@ bool Engine::compact(int slack) {
     std::copy_n(v_.syn_upper + old, len, upper.begin() + top);
     std::copy_n(v_.syn_target + old, len, target.begin() + top);
     if (v_.syn_counter) std::copy_n(v_.syn_counter + old, len, counter.begin() + top);
+    if (v_.syn_accum) std::copy_n(v_.syn_accum + old, len, accum.begin() + top);
     v_.sec_start[s] = int32_t(top);
     v_.sec_cap[s] = uint8_t(reserve_for(len, slack));
     top += v_.sec_cap[s];
@@ -130,6 +133,7 @@ bool Engine::compact(int slack) {
   std::copy(upper.begin(), upper.end(), v_.syn_upper);
   std::copy(target.begin(), target.end(), v_.syn_target);
   if (v_.syn_counter) std::copy(counter.begin(), counter.end(), v_.syn_counter);
+  if (v_.syn_accum) std::copy(accum.begin(), accum.end(), v_.syn_accum);
   v_.counters[kArenaTop] = top;
   v_.counters[kGarbage] = 0;
   v_.counters[kNeedy] = 0;
@@ -342,6 +346,7 @@ int32_t Engine::create_synapse(Lane& lane, int32_t s, int k, float p_above, floa
   const float shift = p_above - old_upper;
   for (int j = k + 1; j < len; ++j) v_.syn_upper[base + j] = v_.syn_upper[base + j] + shift;
   if (v_.syn_counter) v_.syn_counter[base + k] = kCounterStart;
+  if (v_.syn_accum) v_.syn_accum[base + k] = 0.0f;
   if (k >= len) v_.sec_len[s] = uint8_t(k + 1);
   lane.synapses_created += 1;
   return v_.syn_target[base + k];
@@ -383,6 +388,7 @@ int32_t Engine::walk_train(Lane& lane, int32_t s, float potential, float* block_
             weight[k + 1] = 0.0f;
             target[k + 1] = kEmptyTarget;
             if (v_.syn_counter) v_.syn_counter[base + k + 1] = 0;
+            if (v_.syn_accum) v_.syn_accum[base + k + 1] = 0.0f;
             v_.sec_len[s] = uint8_t(len + 1);
           }
           b = upper[k] - lower;
@@ -469,7 +475,8 @@ bool Engine::input_phase(const float* x, bool training) {
       v_.potential[n] = value;
       v_.active[n] = value > 0.0f;
       // CPU timing: an input neuron's first section exists before this cycle's walks
-      if (training && value > 0.0f && in_use_[n] == 0) create_section(n, 0.0f);
+      if (training && value > 0.0f && in_use_[n] == 0)
+        for (int f = 0; f < cfg_.input_fan_in; ++f) create_section(n, 0.0f);
     }
   }
   return v_.counters[kNeedy] == 0 || compact(kCompactSlack);
@@ -678,7 +685,11 @@ void Engine::backward_visits(int b, Lane& lane) {
         counter[k] = uint8_t(counter[k] + (t != kEmptyTarget && counter[k] < kCounterPersistent && useful));
       }
     }
-    if (v_.brick_kind(neuron_brick(s / kSectionsPerNeuron)) == kInput) {
+    const bool source_is_input = v_.brick_kind(neuron_brick(s / kSectionsPerNeuron)) == kInput;
+    if (v_.syn_accum) {
+      slot_value_[s] = adagrad_step_with_sum(weight, v_.syn_accum + base, target, delta,
+                                             reached_slots, lr);
+    } else if (source_is_input) {
       // nobody reads an input neuron's delta: only the weights move
       sgd_step(weight, target, delta, reached_slots, lr);
     } else {
@@ -700,6 +711,7 @@ void Engine::reduce() {
       float* weight = v_.syn_weight + base;
       uint8_t* target = v_.syn_target + base;
       uint8_t* counter = v_.syn_counter + base;
+      float* accum = v_.syn_accum ? v_.syn_accum + base : nullptr;  // moves with its synapse
       int len = v_.sec_len[s];
       int live = 0;
       if (!cfg_.compat) {
@@ -724,6 +736,7 @@ void Engine::reduce() {
           weight[kept] = weight[k];
           target[kept] = target[k];
           counter[kept] = counter[k];
+          if (accum) accum[kept] = accum[k];
           ++kept;
         }
         len = kept;
@@ -750,11 +763,16 @@ void Engine::reduce() {
             weight[k + 1] = 0.0f;
             target[k + 1] = kEmptyTarget;
             counter[k + 1] = 0;
+            if (accum) {
+              accum[k] = accum[k + 1];
+              accum[k + 1] = 0.0f;
+            }
           } else {
             border[k] = 0.0f;
             weight[k] = 0.0f;
             target[k] = kEmptyTarget;
             counter[k] = 0;
+            if (accum) accum[k] = 0.0f;
           }
         }
         float running = 0.0f;

@@ -18,6 +18,8 @@ struct Config {
   float learning_rate = 0.05f;
   double init_scale = 0.2;
   int threads = 1;
+  bool adagrad = false;   // per-synapse Adagrad instead of plain SGD (syn_accum holds the sums)
+  int input_fan_in = 1;   // sections an input neuron opens when it first fires
 };
 
 // Raw views of the tensors (see cluster_state.h for the meaning of each).
@@ -45,6 +47,7 @@ struct ClusterView {
   float* syn_upper = nullptr;
   uint8_t* syn_target = nullptr;
   uint8_t* syn_counter = nullptr;  // null when reduction is off
+  float* syn_accum = nullptr;      // null without Adagrad
   int64_t capacity = 0;
   int64_t* counters = nullptr;
 

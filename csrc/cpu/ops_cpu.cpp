@@ -32,12 +32,12 @@ ClusterView make_view(const std::vector<at::Tensor>& layout, const std::vector<a
   const at::ScalarType types[kStateSize] = {
       at::kInt,  at::kFloat, at::kByte,  at::kByte, at::kFloat, at::kInt,
       at::kFloat, at::kByte, at::kInt,   at::kInt,  at::kByte,  at::kByte,
-      at::kFloat, at::kFloat, at::kByte, at::kByte, at::kLong};
+      at::kFloat, at::kFloat, at::kByte, at::kByte, at::kFloat, at::kLong};
   const char* names[kStateSize] = {"brick_grid", "potential", "active",     "refractory",
                                    "request",    "sec_block", "sec_offset", "sec_has_next",
                                    "sec_conn",   "sec_start", "sec_len",    "sec_cap",
                                    "syn_weight", "syn_upper", "syn_target", "syn_counter",
-                                   "counters"};
+                                   "syn_accum",  "counters"};
   for (int i = 0; i < kStateSize; ++i) check_tensor(state[i], types[i], names[i]);
 
   ClusterView v;
@@ -57,6 +57,8 @@ ClusterView make_view(const std::vector<at::Tensor>& layout, const std::vector<a
     TORCH_CHECK(state[i].numel() == v.capacity, "hanami: synapse arena tensors differ in size");
   TORCH_CHECK(state[kSynCounter].numel() == 0 || state[kSynCounter].numel() == v.capacity,
               "hanami: syn_counter must be empty or as large as the arena");
+  TORCH_CHECK(state[kSynAccum].numel() == 0 || state[kSynAccum].numel() == v.capacity,
+              "hanami: syn_accum must be empty or as large as the arena");
   TORCH_CHECK(state[kCounters].numel() >= kCountersSize, "hanami: counters too short");
 
   v.brick_info = ptr<int32_t>(layout[kBrickInfo]);
@@ -78,6 +80,7 @@ ClusterView make_view(const std::vector<at::Tensor>& layout, const std::vector<a
   v.syn_upper = ptr<float>(state[kSynUpper]);
   v.syn_target = ptr<uint8_t>(state[kSynTarget]);
   v.syn_counter = ptr<uint8_t>(state[kSynCounter]);
+  v.syn_accum = ptr<float>(state[kSynAccum]);
   v.counters = ptr<int64_t>(state[kCounters]);
   return v;
 }
@@ -95,6 +98,8 @@ Config make_config(const at::Tensor& config) {
   cfg.learning_rate = float(c[kLearningRate]);
   cfg.init_scale = c[kInitScale];
   cfg.threads = std::max(1, int(c[kThreads]));
+  cfg.adagrad = c[kOptimizer] == 1.0;
+  cfg.input_fan_in = std::clamp(int(c[kInputFanIn]), 1, kSectionsPerNeuron);
   return cfg;
 }
 

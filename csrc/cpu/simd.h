@@ -126,4 +126,36 @@ inline void scatter_full(float* block_input, const uint8_t* target, const float*
   for (int j = 0; j < count; ++j) block_input[target[j]] += weight[j];
 }
 
+// The Adagrad variant of sgd_step_with_sum: accum[k] += d^2, w[k] -= lr d / (sqrt(accum[k]) + eps).
+inline float adagrad_step_with_sum(float* weight, float* accum, const uint8_t* target,
+                                   const float* delta, int count, float lr) {
+  alignas(64) float lanes[kSumLanes];
+#ifdef HANAMI_AVX512
+  const __m512 rate = _mm512_set1_ps(lr);
+  const __m512 epsilon = _mm512_set1_ps(kAdagradEpsilon);
+  __m512 acc = _mm512_setzero_ps();
+  for (int k = 0; k < count; k += 16) {
+    const int n = count - k < 16 ? count - k : 16;
+    const __mmask16 valid = static_cast<__mmask16>((1u << n) - 1u);
+    const __m512i index = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(valid, target + k));
+    const __m512 d = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, index, delta, 4);
+    const __m512 w = _mm512_maskz_loadu_ps(valid, weight + k);
+    const __m512 sum = _mm512_add_ps(_mm512_maskz_loadu_ps(valid, accum + k), _mm512_mul_ps(d, d));
+    acc = _mm512_add_ps(acc, _mm512_mul_ps(d, w));
+    const __m512 step = _mm512_div_ps(_mm512_mul_ps(rate, d), _mm512_add_ps(_mm512_sqrt_ps(sum), epsilon));
+    _mm512_mask_storeu_ps(accum + k, valid, sum);
+    _mm512_mask_storeu_ps(weight + k, valid, _mm512_sub_ps(w, step));
+  }
+  _mm512_store_ps(lanes, acc);
+#else
+  for (int i = 0; i < kSumLanes; ++i) lanes[i] = 0.0f;
+  for (int k = 0; k < count; ++k) {
+    const float d = delta[target[k]];
+    lanes[k % kSumLanes] = lanes[k % kSumLanes] + d * weight[k];
+    weight[k] = adagrad_weight(weight[k], accum + k, d, lr);
+  }
+#endif
+  return lane_total(lanes);
+}
+
 }  // namespace hanami
