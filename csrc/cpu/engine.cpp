@@ -468,16 +468,20 @@ bool Engine::input_phase(const float* x, bool training) {
   for (int b = 0; b < v_.n_bricks; ++b) {
     if (v_.brick_kind(b) != kInput) continue;
     const int32_t start = v_.brick_start(b);
-    const float* values = x + v_.brick_io(b);
-    for (int i = 0; i < v_.brick_count(b); ++i) {
-      const int32_t n = start + i;
-      const float value = values[i];
-      v_.potential[n] = value;
-      v_.active[n] = value > 0.0f;
-      // CPU timing: an input neuron's first section exists before this cycle's walks
-      if (training && value > 0.0f && in_use_[n] == 0)
-        for (int f = 0; f < cfg_.input_fan_in; ++f) create_section(n, 0.0f);
+    const int count = v_.brick_count(b);
+    const float* __restrict values = x + v_.brick_io(b);
+    float* __restrict potential = v_.potential + start;
+    uint8_t* __restrict active = v_.active + start;
+    for (int i = 0; i < count; ++i) {  // vectorised
+      potential[i] = values[i];
+      active[i] = values[i] > 0.0f;
     }
+    if (!training) continue;
+    // CPU timing: an input neuron's first section exists before this cycle's walks
+    const uint8_t* __restrict in_use = in_use_.data() + start;
+    for (int i = 0; i < count; ++i)
+      if ((active[i] & (in_use[i] == 0)) != 0)
+        for (int f = 0; f < cfg_.input_fan_in; ++f) create_section(start + i, 0.0f);
   }
   return v_.counters[kNeedy] == 0 || compact(kCompactSlack);
 }
@@ -621,8 +625,12 @@ void Engine::update_neurons(int b, bool training, const float* target, float* ou
     if (cfg_.compat && training) std::fill_n(v_.request + start, count, -1.0f);
     if (v_.syn_counter)
       for (int i = 0; i < count; ++i) *positive_of(first_block, i) = 0;
+    auto& values = scratch_values_;
+    values.resize(2 * size_t(n_active));
+    for (int j = 0; j < n_active; ++j) values[j] = v_.potential[active[j]];
+    hidden_activation_batch(values.data(), values.data() + n_active, n_active);
+    for (int j = 0; j < n_active; ++j) v_.potential[active[j]] = values[n_active + j];
     for (int32_t n : active) {
-      v_.potential[n] = hidden_activation(v_.potential[n]);
       if (v_.syn_counter) *positive_of(first_block, n - start) = v_.potential[n] > 0.0f;
       if (!training || in_use_[n] != 0) continue;
       if (cfg_.compat) {
@@ -647,10 +655,18 @@ void Engine::backward(Team* team) {
       const int32_t first_block = v_.brick_first_block(b);
       for (int g = first_block; g < first_block + v_.brick_blocks(b); ++g)
         std::fill_n(block_delta_.data() + size_t(g) * kDeltaStride, kNeuronsPerBlock, 0.0f);
-      for (int32_t n : active_hidden_[b]) {  // inactive neurons keep delta 0
+      // hidden_delta (rules.h) for the neurons that fired; inactive ones keep delta 0
+      const auto& active = active_hidden_[b];
+      const int n_active = int(active.size());
+      auto& values = scratch_values_;
+      values.resize(2 * size_t(n_active));
+      for (int j = 0; j < n_active; ++j) values[j] = v_.potential[active[j]];
+      exp2_negative_batch(values.data(), values.data() + n_active, n_active);
+      for (int j = 0; j < n_active; ++j) {
+        const int32_t n = active[j];
         float sum = 0.0f;
         for (int p = 0; p < kSectionsPerNeuron; ++p) sum = sum + slot_value_[size_t(n) * 8 + p];
-        *delta_of(first_block, n - start) = hidden_delta(sum, v_.potential[n]);
+        *delta_of(first_block, n - start) = (sum * kLog2Slope) * values[n_active + j];
       }
     }
     if (team == nullptr || v_.brick_blocks(b) < 2) {

@@ -171,6 +171,7 @@ class Engine {
   std::vector<uint8_t> block_positive_;             // [blocks*256] potential > 0 (reduction only)
   std::vector<float> slot_value_;                   // [neurons*8] per-section backward sums
   std::vector<std::vector<int32_t>> active_hidden_;   // [bricks] neurons that fired this sample
+  std::vector<float> scratch_values_;               // inputs and results of the batched math
   std::vector<Lane> lanes_;                         // [team members]
   std::vector<SectionRequest> requests_;            // default mode
   std::vector<int32_t> request_candidates_;         // compat mode: neurons whose flag may be set

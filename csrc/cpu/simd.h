@@ -158,4 +158,57 @@ inline float adagrad_step_with_sum(float* weight, float* accum, const uint8_t* t
   return lane_total(lanes);
 }
 
+// hidden_activation (log2(1 + v)) for n values at once: the same double operations as the scalar
+// rules, eight lanes at a time (getmant/getexp are frexp, exactly).
+inline void hidden_activation_batch(const float* v, float* out, int n) {
+  int i = 0;
+#ifdef HANAMI_AVX512
+  const __m512d one = _mm512_set1_pd(1.0), two = _mm512_set1_pd(2.0);
+  for (; i + 8 <= n; i += 8) {
+    const __m512d a = _mm512_add_pd(_mm512_cvtps_pd(_mm256_loadu_ps(v + i)), one);
+    __m512d m = _mm512_getmant_pd(a, _MM_MANT_NORM_p5_1, _MM_MANT_SIGN_src);
+    __m512d e = _mm512_add_pd(_mm512_getexp_pd(a), one);
+    const __mmask8 low = _mm512_cmp_pd_mask(m, _mm512_set1_pd(0.7071067811865476), _CMP_LT_OQ);
+    m = _mm512_mask_mul_pd(m, low, m, two);
+    e = _mm512_mask_sub_pd(e, low, e, one);
+    const __m512d s = _mm512_div_pd(_mm512_sub_pd(m, one), _mm512_add_pd(m, one));
+    const __m512d s2 = _mm512_mul_pd(s, s);
+    __m512d series = _mm512_set1_pd(1.0 / 17.0);
+    const double odd[7] = {1.0 / 15.0, 1.0 / 13.0, 1.0 / 11.0, 1.0 / 9.0, 1.0 / 7.0, 1.0 / 5.0, 1.0 / 3.0};
+    for (double c : odd) series = _mm512_add_pd(_mm512_set1_pd(c), _mm512_mul_pd(s2, series));
+    series = _mm512_add_pd(one, _mm512_mul_pd(s2, series));
+    const __m512d ln = _mm512_mul_pd(_mm512_mul_pd(two, s), series);
+    const __m512d result = _mm512_add_pd(e, _mm512_mul_pd(ln, _mm512_set1_pd(1.4426950408889634)));
+    _mm256_storeu_ps(out + i, _mm512_cvtpd_ps(result));
+  }
+#endif
+  for (; i < n; ++i) out[i] = hidden_activation(v[i]);
+}
+
+// 2^-y (exp2_negative) rounded to float, for n values at once; see hidden_activation_batch.
+inline void exp2_negative_batch(const float* y, float* out, int n) {
+  int i = 0;
+#ifdef HANAMI_AVX512
+  const double inverse_factorials[12] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
+                                         1.0 / 362880.0,    1.0 / 40320.0,    1.0 / 5040.0,
+                                         1.0 / 720.0,       1.0 / 120.0,      1.0 / 24.0,
+                                         1.0 / 6.0,         1.0 / 2.0,        1.0};
+  for (; i + 8 <= n; i += 8) {
+    const __m512d value = _mm512_cvtps_pd(_mm256_loadu_ps(y + i));
+    const __m512d whole = _mm512_roundscale_pd(value, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    const __m512d fraction = _mm512_sub_pd(value, whole);
+    const __m512i sign = _mm512_set1_epi64(static_cast<long long>(0x8000000000000000ull));
+    const __m512d negated = _mm512_castsi512_pd(_mm512_xor_si512(_mm512_castpd_si512(fraction), sign));
+    const __m512d x = _mm512_mul_pd(negated, _mm512_set1_pd(0.6931471805599453));
+    __m512d series = _mm512_set1_pd(1.0 / 6227020800.0);
+    for (double c : inverse_factorials) series = _mm512_add_pd(_mm512_set1_pd(c), _mm512_mul_pd(x, series));
+    series = _mm512_add_pd(_mm512_set1_pd(1.0), _mm512_mul_pd(x, series));
+    const __m512d down = _mm512_castsi512_pd(_mm512_xor_si512(_mm512_castpd_si512(whole), sign));
+    const __m512d result = _mm512_scalef_pd(series, down);  // exact: a power-of-two scale
+    _mm256_storeu_ps(out + i, _mm512_cvtpd_ps(result));
+  }
+#endif
+  for (; i < n; ++i) out[i] = static_cast<float>(exp2_negative(static_cast<double>(y[i])));
+}
+
 }  // namespace hanami
