@@ -365,7 +365,7 @@ int32_t Engine::walk_train(Lane& lane, int32_t s, float potential, float* block_
   // inputs (pixels) mostly cover whole sections; hidden values rarely do
   const bool whole_likely = !cfg_.reduction && v_.brick_kind(neuron_brick(s / kSectionsPerNeuron)) == kInput;
   int k = fast_prefix(upper, target, len, p_above, whole_likely);
-  scatter_full(block_input, target, weight, k, block_neurons);
+  for (int j = 0; j < k; ++j) block_input[target[j]] += weight[j];
   float lower = k > 0 ? upper[k - 1] : 0.0f;
   for (; k < len; ++k) {
     const float r = remaining(p_above, lower);
@@ -433,7 +433,7 @@ int32_t Engine::finish_walk(Lane& lane, int32_t s, int32_t reached_slots, bool s
   return reached_slots;
 }
 
-void Engine::walk_infer(int32_t s, float potential, float* block_input, int32_t block_neurons) const {
+void Engine::walk_infer(int32_t s, float potential, float* block_input) const {
   const float p_above = potential - v_.sec_offset[s];
   const int64_t base = v_.sec_start[s];
   const float* __restrict upper = v_.syn_upper + base;
@@ -443,7 +443,7 @@ void Engine::walk_infer(int32_t s, float potential, float* block_input, int32_t 
   // inputs (pixels) mostly cover whole sections; hidden values rarely do
   const bool whole_likely = !cfg_.reduction && v_.brick_kind(neuron_brick(s / kSectionsPerNeuron)) == kInput;
   int k = fast_prefix(upper, target, len, p_above, whole_likely);
-  scatter_full(block_input, target, weight, k, block_neurons);
+  for (int j = 0; j < k; ++j) block_input[target[j]] += weight[j];
   float lower = k > 0 ? upper[k - 1] : 0.0f;
   for (; k < len; ++k) {
     const float r = remaining(p_above, lower);
@@ -539,7 +539,7 @@ void Engine::forward_blocks(int b, int first, int last, bool training, Lane& lan
       if (training)
         visits.push_back({s, walk_train(lane, s, potential, block_input, block_neurons)});
       else
-        walk_infer(s, potential, block_input, block_neurons);
+        walk_infer(s, potential, block_input);
     }
   }
 }

@@ -139,7 +139,7 @@ class Engine {
                      int32_t block_neurons);
   int32_t finish_walk(Lane& lane, int32_t section, int32_t reached_slots, bool survived,
                       float last_upper = 0.0f);
-  void walk_infer(int32_t section, float potential, float* block_input, int32_t block_neurons) const;
+  void walk_infer(int32_t section, float potential, float* block_input) const;
   int32_t create_synapse(Lane& lane, int32_t section, int slot, float potential_above_offset,
                          float lower, int32_t block_neurons);
 

@@ -104,28 +104,6 @@ inline float sgd_step_with_sum(float* weight, const uint8_t* target, const float
   return lane_total(lanes);
 }
 
-// block_input[target[j]] += weight[j] for j < count, in order. For a block of at most 16 neurons
-// (an output brick, say) the targets repeat within a few slots, and every load-add-store would
-// wait for the store before it; a register holding the 16 sums avoids that. Each lane still adds
-// its own contributions one by one in slot order, so the sums are bit-identical.
-inline void scatter_full(float* block_input, const uint8_t* target, const float* weight, int count,
-                         int32_t block_neurons) {
-#ifdef HANAMI_AVX512
-  if (block_neurons <= 16) {
-    __m512 sums = _mm512_loadu_ps(block_input);
-    for (int j = 0; j < count; ++j) {
-      const unsigned t = target[j];
-      const __mmask16 lane = static_cast<__mmask16>(t < 16 ? 1u << t : 0u);  // others: padding
-      sums = _mm512_mask_add_ps(sums, lane, sums, _mm512_set1_ps(weight[j]));
-    }
-    _mm512_storeu_ps(block_input, sums);
-    return;
-  }
-#endif
-  (void)block_neurons;
-  for (int j = 0; j < count; ++j) block_input[target[j]] += weight[j];
-}
-
 // The Adagrad variant of sgd_step_with_sum: accum[k] += d^2, w[k] -= lr d / (sqrt(accum[k]) + eps).
 inline float adagrad_step_with_sum(float* weight, float* accum, const uint8_t* target,
                                    const float* delta, int count, float lr) {
