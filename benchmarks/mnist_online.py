@@ -42,11 +42,20 @@ from _common import accuracy_percent, machine_description, peak_rss_mib
 
 N_CLASSES = 10
 
+#: HanamiCluster options per preset (docs/learning.md explains the choice of "best")
+PRESETS = {
+    "hanami": {},
+    "best": {"optimizer": "adagrad", "learning_rate": 0.015, "init_scale": 0.03, "input_fan_in": 4},
+}
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=1, help="Hanami epochs (default 1); the MLP trains one")
     parser.add_argument("--compat", action="store_true", help="reproduce the original Hanami's behaviour")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="hanami",
+                        help="constructor options: 'hanami' = Hanami's own rule (default), 'best' = the "
+                             "best documented options (docs/learning.md)")
     parser.add_argument("--template", type=Path, default=None,
                         help="template file to use instead of templates.MNIST (784 inputs, 10 outputs)")
     parser.add_argument("--seed", type=int, default=0, help="seed of Hanami's growth and the MLP's init (default 0)")
@@ -62,7 +71,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def run_hanami(template, args, seed, train_pixels, train_targets, test_pixels, test_labels) -> list[dict]:
-    cluster = HanamiCluster(template, seed=seed, compat=args.compat)
+    cluster = HanamiCluster(template, seed=seed, compat=args.compat, **PRESETS[args.preset])
     epochs = []
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
@@ -141,7 +150,8 @@ def main() -> None:
 
     machine = machine_description()
     print(f"machine: {machine}; torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"Hanami, {template_name}, batch 1, file order, raw pixels, seed {args.seed}, compat={args.compat}")
+    print(f"Hanami, {template_name}, batch 1, file order, raw pixels, seed {args.seed}, compat={args.compat}, "
+          f"preset {args.preset} {PRESETS[args.preset]}")
     print(f"{'epoch':>5}  {'train [s]':>9}  {'test [s]':>8}  {'accuracy %':>10}  {'synapses':>10}  "
           f"{'bytes/synapse':>13}")
     per_seed = {}
@@ -173,6 +183,8 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "machine": machine,
         "compat": args.compat,
+        "preset": args.preset,
+        "options": PRESETS[args.preset],
         "seed": args.seed,
         "speedup_vs_mlp": speedup,
     }
