@@ -364,7 +364,8 @@ int32_t Engine::walk_train(Lane& lane, int32_t s, float potential, float* block_
   const int len = v_.sec_len[s];
   // inputs (pixels) mostly cover whole sections; hidden values rarely do
   const bool whole_likely = !cfg_.reduction && v_.brick_kind(neuron_brick(s / kSectionsPerNeuron)) == kInput;
-  int k = fast_prefix(upper, target, len, p_above, whole_likely);
+  // hidden values end their walks early: the plain loop below is cheaper than a vector scan first
+  int k = whole_likely ? fast_prefix(upper, target, len, p_above, true) : 0;
   for (int j = 0; j < k; ++j) block_input[target[j]] += weight[j];
   float lower = k > 0 ? upper[k - 1] : 0.0f;
   for (; k < len; ++k) {
@@ -442,7 +443,8 @@ void Engine::walk_infer(int32_t s, float potential, float* block_input) const {
   const int len = v_.sec_len[s];
   // inputs (pixels) mostly cover whole sections; hidden values rarely do
   const bool whole_likely = !cfg_.reduction && v_.brick_kind(neuron_brick(s / kSectionsPerNeuron)) == kInput;
-  int k = fast_prefix(upper, target, len, p_above, whole_likely);
+  // hidden values end their walks early: the plain loop below is cheaper than a vector scan first
+  int k = whole_likely ? fast_prefix(upper, target, len, p_above, true) : 0;
   for (int j = 0; j < k; ++j) block_input[target[j]] += weight[j];
   float lower = k > 0 ? upper[k - 1] : 0.0f;
   for (; k < len; ++k) {
