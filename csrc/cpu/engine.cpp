@@ -362,10 +362,10 @@ int32_t Engine::walk_train(Lane& lane, int32_t s, float potential, float* block_
   float* weight = v_.syn_weight + base;
   uint8_t* target = v_.syn_target + base;
   const int len = v_.sec_len[s];
-  // inputs (pixels) mostly cover whole sections; hidden values rarely do
-  const bool whole_likely = !cfg_.reduction && v_.brick_kind(neuron_brick(s / kSectionsPerNeuron)) == kInput;
-  // hidden values end their walks early: the plain loop below is cheaper than a vector scan first
-  int k = whole_likely ? fast_prefix(upper, target, len, p_above, true) : 0;
+  // Inputs (pixels) walk long, often whole sections: find the plain prefix with vectors first.
+  // Hidden values end their walks early, and the plain loop below is cheaper for them.
+  const bool input_source = v_.brick_kind(neuron_brick(s / kSectionsPerNeuron)) == kInput;
+  int k = input_source ? fast_prefix(upper, target, len, p_above, !cfg_.reduction) : 0;
   for (int j = 0; j < k; ++j) block_input[target[j]] += weight[j];
   float lower = k > 0 ? upper[k - 1] : 0.0f;
   for (; k < len; ++k) {
@@ -441,10 +441,10 @@ void Engine::walk_infer(int32_t s, float potential, float* block_input) const {
   const float* __restrict weight = v_.syn_weight + base;
   const uint8_t* __restrict target = v_.syn_target + base;
   const int len = v_.sec_len[s];
-  // inputs (pixels) mostly cover whole sections; hidden values rarely do
-  const bool whole_likely = !cfg_.reduction && v_.brick_kind(neuron_brick(s / kSectionsPerNeuron)) == kInput;
-  // hidden values end their walks early: the plain loop below is cheaper than a vector scan first
-  int k = whole_likely ? fast_prefix(upper, target, len, p_above, true) : 0;
+  // Inputs (pixels) walk long, often whole sections: find the plain prefix with vectors first.
+  // Hidden values end their walks early, and the plain loop below is cheaper for them.
+  const bool input_source = v_.brick_kind(neuron_brick(s / kSectionsPerNeuron)) == kInput;
+  int k = input_source ? fast_prefix(upper, target, len, p_above, !cfg_.reduction) : 0;
   for (int j = 0; j < k; ++j) block_input[target[j]] += weight[j];
   float lower = k > 0 ? upper[k - 1] : 0.0f;
   for (; k < len; ++k) {

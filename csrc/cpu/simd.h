@@ -16,12 +16,11 @@ namespace hanami {
 // Number of leading slots a walk passes on its fast path: reached (remaining potential above the
 // cut), holding a synapse, and covered in full. The walk's slower cases all start at this slot.
 inline int fast_prefix(const float* upper, const uint8_t* target, int len, float p_above,
-                       bool whole_likely) {
+                       bool no_holes) {
   // Most walks of bright inputs cover the whole section. Without reduction an empty slot can only
   // be the last one, so a reached, full, non-empty last slot means every slot is (remaining
   // potentials fall along the section and every earlier slot ends below the last one's start).
-  // The caller asks for this shortcut only without reduction and where it usually pays.
-  if (len > 0 && whole_likely && target[len - 1] != kEmptyTarget) {
+  if (len > 0 && no_holes && target[len - 1] != kEmptyTarget) {
     const float lower = len > 1 ? upper[len - 2] : 0.0f;
     const float r = remaining(p_above, lower);
     if (reached(r) && !(r < upper[len - 1] - lower)) return len;
