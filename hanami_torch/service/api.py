@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .auth import Principal
 from .errors import BadRequest, PayloadTooLarge, ServiceError, Unprocessable, error_body
@@ -176,6 +177,10 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
             raise_code, message = "http_error", error.reason
         headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
         return error_response(error.status, raise_code, message, headers)
+    except (ConnectionError, HttpProcessingError) as error:
+        # the client hung up or sent a broken body (e.g. a truncated upload): its fault, not a bug
+        status = 400
+        return error_response(400, "bad_request", f"the request body could not be read: {error}")
     except Exception as error:  # a bug: never crash, never leak a traceback
         service = request.app[SERVICE_KEY]
         log.exception("unhandled error in %s %s", request.method, request.path)

@@ -77,6 +77,8 @@ async def receive_parts(reader, kind: str, declared: dict[str, str], folder: Pat
                     raise PayloadTooLarge(f"the upload is larger than this server's limit of {limit} bytes (--max-upload-bytes)")
                 digest.update(chunk)
                 handle.write(chunk)
+        if not part.at_eof():
+            raise BadRequest(f"the body ended inside the part {name!r}: the upload is truncated; send it again")
         if digest.hexdigest() != declared[name]:
             raise Unprocessable(
                 f"the part {name!r} has SHA-256 {digest.hexdigest()}, but {declared[name]} was declared: "
