@@ -1,0 +1,213 @@
+"""Tasks (queue per cluster, real cancel, failed state) and the direct-IO WebSocket (every
+frame answered, malformed frames, binary frames, idle timeout, sessions that end)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+
+import aiohttp
+import pytest
+
+from hanami_torch import templates
+from hanami_torch.client import ConflictError, HanamiError, UnauthorizedError, UnprocessableError
+
+from .test_security import write_csv
+
+
+@pytest.fixture
+def table_setup(make_member, tmp_path):
+    member = make_member()
+    cluster = member.create_cluster("table", templates.TABLE)
+    dataset = member.upload_csv("series", write_csv(tmp_path / "s.csv", lines=3000))
+    return member, cluster, dataset
+
+
+def test_tasks_queue_per_cluster_and_cancel_for_real(table_setup):
+    member, cluster, dataset = table_setup
+    long = member.create_task(cluster["id"], dataset["id"], "train", epochs=1000, name="long")
+    waiting = member.create_task(cluster["id"], dataset["id"], "train", epochs=1, name="waiting")
+    while member.get_task(long["id"])["state"] == "queued":
+        pass
+    assert member.get_task(waiting["id"])["state"] == "queued"
+    assert member.get_cluster(cluster["id"])["busy"] is True
+    with pytest.raises(ConflictError):  # no restore under a running task
+        member.restore_checkpoint(cluster["id"], member.save_checkpoint(cluster["id"], "cp")["id"])
+    assert member.cancel_task(waiting["id"])["state"] == "cancelled"
+    member.cancel_task(long["id"])
+    ended = member.wait_task(long["id"], poll_s=0.05, timeout_s=30)
+    assert ended["state"] == "cancelled" and 0 < ended["progress"] < 1
+    steps = member.get_cluster(cluster["id"])["stats"]["steps"]
+    assert steps == ended["samples_done"]  # nothing ran after the cancel
+    with pytest.raises(ConflictError):
+        member.cancel_task(long["id"])
+    assert {t["state"] for t in member.list_tasks(cluster_id=cluster["id"])["items"]} == {"cancelled"}
+    assert member.list_tasks(state="cancelled", cluster_id=cluster["id"])["total"] == 2
+
+
+def test_a_task_that_cannot_run_fails_with_the_reason(make_member, tmp_path):
+    member = make_member()
+    cluster = member.create_cluster("table", templates.TABLE)
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n" + "".join(f"{i},{i}\n" for i in range(50)))
+    dataset = member.upload_csv("other", other)
+    task = member.wait_task(member.create_task(cluster["id"], dataset["id"], "train")["id"], poll_s=0.05)
+    assert task["state"] == "failed" and "test_input" in task["error"]
+    with pytest.raises(UnprocessableError):
+        member.create_task(cluster["id"], dataset["id"], "request", epochs=3)
+
+
+def test_csv_training_and_request_results(table_setup):
+    member, cluster, dataset = table_setup
+    task = member.wait_task(member.create_task(cluster["id"], dataset["id"], "train", epochs=2)["id"], poll_s=0.05)
+    assert task["state"] == "finished" and task["samples_done"] == 2 * (3000 - 25)
+    task = member.wait_task(member.create_task(cluster["id"], dataset["id"], "request")["id"], poll_s=0.05)
+    data = member.result_data(task["result_id"], limit=3, offset=10)
+    assert data["total"] == 3000 - 25 and len(data["outputs"]) == 3 and len(data["outputs"][0]) == 5
+    with pytest.raises(UnprocessableError):  # accuracy needs labels
+        member.accuracy(task["result_id"], dataset["id"])
+
+
+async def _socket(client, cluster_id):
+    session = aiohttp.ClientSession()
+    socket = await session.ws_connect(f"{client.url.replace('http', 'ws')}/v1/clusters/{cluster_id}/io",
+                                      headers={"Authorization": f"Bearer {client.token}"})
+    return session, socket
+
+
+def test_every_frame_is_answered_and_bad_frames_keep_the_socket(make_member):
+    member = make_member()
+    cluster = member.create_cluster("table", templates.TABLE)
+
+    async def talk():
+        session, socket = await _socket(member, cluster["id"])
+        answers = []
+        frames = ["not json", "[1,2]", json.dumps({"op": "fly"}), json.dumps({"op": "predict", "inputs": [1] * 3}),
+                  json.dumps({"op": "predict", "inputs": ["a"] * 25}), json.dumps({"op": "predict", "inputs": [1] * 25,
+                                                                                   "extra": 1}),
+                  json.dumps({"op": "learn", "inputs": [1] * 25}), json.dumps({"op": "predict",
+                                                                               "inputs": {"wrong": [1] * 25}}),
+                  json.dumps({"op": "predict", "inputs": [1e39] * 25})]
+        for frame in frames:
+            await socket.send_str(frame)
+            answers.append(json.loads((await socket.receive()).data))
+        for frame in (b"", b"\x07\x00\x00\x00", b"\x01\x00\x00\x00" + b"\x00" * 7,
+                      b"\x01\x00\x00\x00" + struct.pack("<25f", *[float("nan")] * 25)):
+            await socket.send_bytes(frame)
+            reply = (await socket.receive()).data
+            assert reply[0] == 1
+            answers.append(json.loads(reply[4:]))
+        assert all("error" in answer for answer in answers), answers
+        await socket.send_str(json.dumps({"op": "predict", "inputs": {"test_input": [1.0] * 25}, "id": 7}))
+        good = json.loads((await socket.receive()).data)
+        await socket.send_bytes(struct.pack("<B3x25f5f", 2, *[3.0] * 25, 1, 0, 0, 0, 0))
+        learned = (await socket.receive()).data
+        await socket.close()
+        await session.close()
+        return good, learned
+
+    good, learned = asyncio.run(talk())
+    assert good["id"] == 7 and len(good["outputs"]) == 5
+    assert learned[0] == 0 and len(learned) == 4 + 5 * 4
+    assert member.get_cluster(cluster["id"])["stats"]["steps"] == 1
+
+
+def test_sockets_close_when_idle_deleted_or_logged_out(server, make_member):
+    member = make_member()
+    cluster = member.create_cluster("table", templates.TABLE)
+
+    async def idle():
+        session, socket = await _socket(member, cluster["id"])
+        message = await socket.receive(timeout=10)  # the server's idle timeout is 3 s
+        await session.close()
+        return socket.close_code
+
+    assert asyncio.run(idle()) == 4408
+
+    async def deleted():
+        session, socket = await _socket(member, cluster["id"])
+        await asyncio.get_running_loop().run_in_executor(None, member.delete_cluster, cluster["id"])
+        await socket.receive(timeout=5)
+        await session.close()
+        return socket.close_code
+
+    assert asyncio.run(deleted()) == 4404
+
+    other = make_member()
+    cluster = other.create_cluster("table", templates.TABLE)
+    token = other.token
+
+    async def logged_out():
+        session, socket = await _socket(other, cluster["id"])
+        await asyncio.get_running_loop().run_in_executor(None, other.logout)
+        await socket.send_str(json.dumps({"op": "info"}))
+        answer = json.loads((await socket.receive()).data)
+        await socket.receive(timeout=5)
+        await session.close()
+        return answer, socket.close_code
+
+    answer, code = asyncio.run(logged_out())
+    assert answer["error"]["code"] == "unauthorized" and code == 4401
+    other.token = token
+    with pytest.raises(UnauthorizedError):
+        asyncio.run(_open(other, cluster["id"]))
+
+
+async def _open(client, cluster_id):
+    async with client.direct_io(cluster_id):
+        pass
+
+
+def test_handshake_needs_a_token_and_a_websocket(server, make_member):
+    member = make_member()
+    cluster = member.create_cluster("table", templates.TABLE)
+
+    async def anonymous():
+        async with aiohttp.ClientSession() as session:
+            try:
+                await session.ws_connect(f"{server.url.replace('http', 'ws')}/v1/clusters/{cluster['id']}/io")
+            except aiohttp.WSServerHandshakeError as error:
+                return error.status
+
+    assert asyncio.run(anonymous()) == 401
+    with pytest.raises(HanamiError) as caught:
+        member.request("GET", f"/v1/clusters/{cluster['id']}/io")  # plain GET, no upgrade
+    assert caught.value.status == 400
+
+
+def test_clusters_survive_a_restart(tmp_path, make_member):
+    from .conftest import ADMIN, ADMIN_PASSWORD, PASSWORD, ServerProcess
+
+    home = tmp_path / "home"
+    first = ServerProcess(home).start()
+    try:
+        admin = first.client(ADMIN, ADMIN_PASSWORD)
+        admin.create_project("restart", "Restart")
+        admin.create_user("keeper", "Keeper", PASSWORD)
+        admin.set_member("restart", "keeper", "member")
+        user = first.client("keeper", PASSWORD)
+        cluster = user.create_cluster("table", templates.TABLE)
+        dataset = user.upload_csv("s", write_csv(tmp_path / "s.csv", lines=500))
+        user.wait_task(user.create_task(cluster["id"], dataset["id"], "train")["id"], poll_s=0.05)
+
+        async def learn_over_socket():  # direct-IO training is saved at shutdown
+            async with user.direct_io(cluster["id"]) as socket:
+                for _ in range(10):
+                    await socket.learn([5.0] * 25, [1, 0, 0, 0, 0])
+
+        asyncio.run(learn_over_socket())
+        before = user.get_cluster(cluster["id"])["stats"]
+        token = user.token
+    finally:
+        assert first.stop() == 0
+    second = ServerProcess(home)
+    second.port, second.url = first.port, first.url
+    second.start()
+    try:
+        user = second.client()
+        user.token = token  # tokens outlive a restart too (the secret is kept in HANAMI_HOME)
+        after = user.get_cluster(cluster["id"])["stats"]
+        assert after["synapses"] == before["synapses"] and after["steps"] == before["steps"] == 475 + 10
+    finally:
+        second.stop()
