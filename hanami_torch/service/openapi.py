@@ -59,6 +59,7 @@ def document(routes) -> dict:
         for status in route.error_statuses() + [500]:
             responses[str(status)] = {"description": ERROR_DESCRIPTIONS[status],
                                       "content": {"application/json": {"schema": error_ref}}}
+        operation["responses"] = responses
         if route.auth:
             operation["security"] = [{"bearer": []}]
         paths.setdefault(route.path, {})[route.method.lower()] = operation
