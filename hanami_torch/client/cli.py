@@ -227,6 +227,16 @@ def _commands() -> dict:
     }
 
 
+HELP = {
+    "login": "log in (asks for the password) and keep the token", "logout": "revoke the token",
+    "me": "who the token belongs to", "system": "host, threads, devices (admin)", "health": "is the server up",
+    "openapi": "the API description", "user": "users (admin)", "project": "projects and their members",
+    "cluster": "networks: create, inspect, delete, save, restore", "dataset": "upload and manage datasets",
+    "task": "train and request tasks", "result": "results of request tasks", "checkpoint": "saved networks",
+    "log": "audit and error logs",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hanami-torch", description="Client and server of the hanami_torch service.")
     parser.add_argument("--url", default=os.environ.get("HANAMI_URL", DEFAULT_URL), help="server address")
@@ -252,10 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     groups: dict[str, argparse._SubParsersAction] = {}
     for (group, action), (arguments, function) in _commands().items():
         if action is None:
-            sub = top.add_parser(group, help=f"{group}")
+            sub = top.add_parser(group, help=HELP[group])
         else:
             if group not in groups:
-                groups[group] = top.add_parser(group, help=f"{group} commands").add_subparsers(
+                groups[group] = top.add_parser(group, help=HELP[group]).add_subparsers(
                     dest="action", required=True, metavar="ACTION")
             sub = groups[group].add_parser(action)
         for name, options in arguments:
