@@ -11,6 +11,7 @@ from aiohttp import web
 
 from . import openapi
 from .api import METRICS_KEY, OPENAPI_KEY, SERVICE_KEY, errors_middleware, make_handler
+from .clusters import close_sockets
 from .config import Config
 from .core import Service
 from .metrics import Metrics
@@ -41,9 +42,8 @@ async def _lifetime(app: web.Application):
     with contextlib.suppress(asyncio.CancelledError):
         await saver
     # close the sockets first, so that the pools can finish
-    for live in list(service.registry._live.values()):
-        for socket in list(live.sockets):
-            await socket.close(code=1001, message=b"server shutting down")
+    for live in service.registry.all():
+        await close_sockets(live, 1001, b"the server is shutting down", wait=True)
     await asyncio.get_running_loop().run_in_executor(None, service.close)
 
 

@@ -51,6 +51,8 @@ class LiveCluster:
     dirty: bool = False
     deleted: bool = False
     sockets: set = field(default_factory=set)
+    #: socket -> the task closing it from elsewhere (its handler waits for it before it returns)
+    closers: dict = field(default_factory=dict)
     # direct IO queue (see DirectIO)
     pending: list = field(default_factory=list)
     draining: bool = False
@@ -72,6 +74,10 @@ class ClusterRegistry:
 
     def __len__(self) -> int:
         return len(self._live)
+
+    def all(self) -> list[LiveCluster]:
+        with self._lock:
+            return list(self._live.values())
 
     def get(self, cluster_id: str) -> LiveCluster:
         with self._lock:
@@ -143,6 +149,18 @@ class ClusterRegistry:
         for live in list(self._live.values()):
             if not self.path(live.id).exists():
                 self.save(live)
+
+
+async def close_sockets(live: LiveCluster, code: int, message: bytes, wait: bool = False) -> None:
+    """Starts closing every direct-IO socket of a cluster with ``code``.  Each socket's handler
+    waits for its close handshake before it returns; the caller waits too only with ``wait``
+    (a client may be blocked on the very request that deletes its cluster)."""
+    closers = []
+    for socket in list(live.sockets):
+        closers.append(asyncio.ensure_future(socket.close(code=code, message=message)))
+        live.closers[socket] = closers[-1]
+    if wait and closers:
+        await asyncio.wait(closers, timeout=15)
 
 
 class DirectIO:

@@ -27,7 +27,7 @@ import torch
 from .. import __version__
 from . import datasets
 from .auth import Authenticator, LoginLimiter, Policy, Principal, hash_password, load_secret
-from .clusters import ClusterRegistry, DirectIO, LiveCluster, check_template
+from .clusters import ClusterRegistry, DirectIO, LiveCluster, check_template, close_sockets
 from .config import Config
 from .declarations import PASSWORD, USER_ID
 from .errors import Conflict, Forbidden, NotFound, PayloadTooLarge, Unprocessable
@@ -232,8 +232,7 @@ class Service:
         self.tasks.cancel_cluster(cluster_id)
         live = await self.off_loop(self.registry.remove, cluster_id)
         if live is not None:
-            for socket_ in list(live.sockets):
-                await socket_.close(code=4404, message=b"the cluster was deleted")
+            await close_sockets(live, 4404, b"the cluster was deleted")
         self.store.delete_resource("clusters", cluster_id)
 
     def cluster_for_io(self, principal: Principal, cluster_id: str) -> LiveCluster:

@@ -64,6 +64,9 @@ async def direct_io(call) -> web.WebSocketResponse:
                 await socket.close(code=4408, message=b"idle timeout")
                 break
             if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                closer = live.closers.pop(socket, None)
+                if closer is not None:  # closed by the server elsewhere (cluster deleted, shutdown)
+                    await asyncio.wait([closer], timeout=15)
                 break
             binary = message.type == WSMsgType.BINARY
             try:
