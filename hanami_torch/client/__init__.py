@@ -159,6 +159,12 @@ class HanamiClient:
         self.token = reply["token"]
         return reply
 
+    def switch_project(self, project_id: str | None) -> dict:
+        """Swaps the token for one in another of your projects (admins: ``None`` for none)."""
+        reply = self.request("PUT", "/v1/token", json_body={"project_id": project_id})
+        self.token = reply["token"]
+        return reply
+
     def logout(self) -> None:
         """Revokes the token on the server."""
         self.request("DELETE", "/v1/token")

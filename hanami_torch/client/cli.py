@@ -120,6 +120,12 @@ def _login(client: HanamiClient, args):
     return {key: value for key, value in reply.items() if key != "token"} | {"token_file": str(path)}
 
 
+def _switch(client: HanamiClient, args):
+    reply = client.switch_project(args.project_id)
+    _token_file().write_text(reply["token"])
+    return {key: value for key, value in reply.items() if key != "token"}
+
+
 def _logout(client: HanamiClient, args):
     client.logout()
     _token_file().unlink(missing_ok=True)
@@ -144,6 +150,7 @@ def _commands() -> dict:
     return {
         ("login", None): ([("user_id", {}), ("--project", {"default": None})] + pw, _login),
         ("logout", None): ([], _logout),
+        ("switch", None): ([("project_id", {})], _switch),
         ("me", None): ([], lambda c, a: c.me()),
         ("system", None): ([], lambda c, a: c.system()),
         ("health", None): ([], lambda c, a: c.health()),
@@ -228,7 +235,7 @@ def _commands() -> dict:
 
 
 HELP = {
-    "login": "log in (asks for the password) and keep the token", "logout": "revoke the token",
+    "login": "log in (asks for the password) and keep the token", "switch": "work in another project", "logout": "revoke the token",
     "me": "who the token belongs to", "system": "host, threads, devices (admin)", "health": "is the server up",
     "openapi": "the API description", "user": "users (admin)", "project": "projects and their members",
     "cluster": "networks: create, inspect, delete, save, restore", "dataset": "upload and manage datasets",

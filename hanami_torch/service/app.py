@@ -60,9 +60,8 @@ async def _save_periodically(service: Service) -> None:
 
 def serve(config: Config) -> None:
     """Runs the server until interrupted (``hanami-torch serve``)."""
-    service = Service(config)
-    config.check_bind(service.secret_configured)
-    app = create_app(config, service)
+    config.check_bind(secret_configured=config.secret_file is not None)
+    app = create_app(config)
     print(f"hanami_torch service on http://{config.host}:{config.port} (home {config.home}); "
           "API description at /openapi.json", flush=True)
     web.run_app(app, host=config.host, port=config.port, print=None, access_log=None, handle_signals=True)

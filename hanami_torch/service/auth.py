@@ -23,7 +23,7 @@ from pathlib import Path
 
 import jwt
 
-from .errors import Forbidden, TooManyRequests, Unauthorized
+from .errors import Forbidden, NotFound, TooManyRequests, Unauthorized
 from .store import Scope, Store
 
 ROLES = ("admin", "project_admin", "member", "user")
@@ -156,8 +156,22 @@ class Authenticator:
         if project_id is None and not user["is_admin"]:
             memberships = self.store.memberships_of_user(user_id)
             project_id = memberships[0]["project_id"] if memberships else None
+        return self.issue(user, project_id)
+
+    def switch(self, principal: Principal, project_id: str | None) -> tuple[str, Principal]:
+        """A new token of the same user for another project (the old token stays valid)."""
+        user = self.store.find_user(principal.user_id)
+        if user is None:
+            raise Unauthorized("the user of this token no longer exists")
+        if project_id is not None and self.store.find_project(project_id) is None:
+            raise NotFound(f"no project {project_id!r}")
+        if not user["is_admin"] and project_id is not None and self.store.find_membership(user["id"], project_id) is None:
+            raise Forbidden(f"you are not a member of project {project_id!r}")
+        return self.issue(user, project_id)
+
+    def issue(self, user: dict, project_id: str | None) -> tuple[str, Principal]:
         issued = time.time()
-        claims = {"sub": user_id, "pid": project_id, "iat": int(issued),
+        claims = {"sub": user["id"], "pid": project_id, "iat": int(issued),
                   "exp": int(issued + self.token_lifetime_s), "jti": secrets.token_urlsafe(16)}
         principal = self._principal(user, project_id, claims)
         token = jwt.encode(claims, self.secret, algorithm="HS256")

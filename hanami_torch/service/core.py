@@ -102,6 +102,10 @@ class Service:
         return {"token": token, "token_type": "Bearer", "expires_at": _iso(principal.expires_at),
                 **self.me(principal)}
 
+    def switch_project(self, principal: Principal, project_id: str | None) -> dict:
+        token, switched = self.auth.switch(principal, project_id)
+        return {"token": token, "token_type": "Bearer", "expires_at": _iso(switched.expires_at), **self.me(switched)}
+
     def logout(self, principal: Principal) -> None:
         self.auth.logout(principal)
 

@@ -39,6 +39,10 @@ LOGIN = Schema("Login", {
     "project_id": PROJECT_ID.optional(),
 }, "credentials; without project_id the token works in the user's first project (admins: none)")
 
+SWITCH = Schema("SwitchProject", {"project_id": Field("string", "a project of yours; null: none (admins)",
+                                                     pattern=PROJECT_ID.pattern, nullable=True)},
+                "a new token for another project")
+
 MEMBERSHIP_REF = Schema("ProjectRole", {"project_id": PROJECT_ID, "role": ROLE})
 
 ME = Schema("Me", {

@@ -26,6 +26,10 @@ async def create_token(call: Call):
     return call.service.login(body["user_id"], body["password"], body["project_id"], call.request.remote or "-")
 
 
+async def switch_project(call: Call):
+    return call.service.switch_project(call.principal, call.body["project_id"])
+
+
 async def delete_token(call: Call):
     call.service.logout(call.principal)
 
@@ -268,6 +272,8 @@ P_CHECKPOINT = {"checkpoint_id": d.ID}
 ROUTES: list[Route] = [
     Route("POST", "/v1/token", "create_token", create_token, "Log in: a token for a user (and a project)", "tokens",
           status=201, body=d.LOGIN, response=d.TOKEN, errors=(401, 429), auth=False),
+    Route("PUT", "/v1/token", "switch_project", switch_project, "Switch project: a new token for another project",
+          "tokens", body=d.SWITCH, response=d.TOKEN, errors=(404,)),
     Route("DELETE", "/v1/token", "delete_token", delete_token, "Log out: revoke this token at once", "tokens"),
     Route("GET", "/v1/me", "get_me", get_me, "The caller: user, project, role and projects", "tokens", response=d.ME),
 

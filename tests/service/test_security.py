@@ -335,3 +335,21 @@ def test_unknown_paths_and_methods_use_the_error_shape(admin):
         with pytest.raises(HanamiError) as caught:
             admin.request(method, path)
         assert caught.value.status == status and caught.value.code
+
+
+def test_switching_project_changes_what_a_member_sees(admin, make_member):
+    member = make_member()
+    mine = member.create_cluster("first", templates.TABLE)
+    second = unique("proj")
+    admin.create_project(second, "Second")
+    with pytest.raises(ForbiddenError):
+        member.switch_project(second)
+    admin.set_member(second, member.user_id, "member")
+    assert member.switch_project(second)["project_id"] == second
+    with pytest.raises(NotFoundError):
+        member.get_cluster(mine["id"])
+    assert member.list_clusters()["total"] == 0
+    member.switch_project(member.project_id)
+    assert member.get_cluster(mine["id"])["id"] == mine["id"]
+    with pytest.raises(NotFoundError):
+        member.switch_project(unique("nowhere"))
