@@ -201,6 +201,98 @@ class HanamiCluster(nn.Module):
         Returns the output ``[n_outputs]`` computed before the update."""
         return self.learn_many(_one(x), _one(y))[0]
 
+    @torch.no_grad()
+    def learn_stream(self, stream, *, chunk_size: int = 1024, progress: bool = False, on_chunk=None) -> dict:
+        """Online learning from an iterable of samples ``(x, y)`` or chunks ``(X, Y)``, which may
+        be endless (a sensor, :class:`hanami_torch.data.SlidingWindow`).
+
+        The items are gathered into chunks of exactly ``chunk_size`` rows (a larger item is split,
+        smaller ones are joined), and each chunk is one :meth:`learn_many` call, so the result is
+        the same, bit for bit, as one ``learn_many`` over all rows in stream order. At the end of a
+        finite stream the remaining rows form a last, shorter chunk. Bound an endless stream with
+        ``itertools.islice``; items read but not yet learned are lost when it is interrupted.
+
+        Args:
+            stream: yields pairs ``(x, y)``: ``x`` ``[n_inputs]`` and ``y`` ``[n_outputs]`` (one
+                sample) or ``[B, n_inputs]`` and ``[B, n_outputs]`` (B samples), or dicts by brick
+                name; raw values, as for :meth:`learn_many`.
+            chunk_size: rows per ``learn_many`` call, >= 1.
+            progress: show a progress bar with the last chunk's mean absolute error.
+            on_chunk: called after each chunk as ``on_chunk(outputs, targets)`` (both
+                ``[rows, n_outputs]``; ``outputs`` computed before each sample's own update).
+        Returns:
+            ``{"samples": rows learned, "chunks": learn_many calls, "chunk_mae": [per chunk, the
+            mean absolute difference between the online outputs and the targets]}``.
+        """
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+        chunk_size = int(chunk_size)
+        summary = {"samples": 0, "chunks": 0, "chunk_mae": []}
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(stream) if hasattr(stream, "__len__") else None, desc="learn", unit="sample", unit_scale=True)
+
+        def rows(data, width, bricks, what, item):
+            # one item as [B, width]; values are checked by learn_many, chunk by chunk
+            if isinstance(data, Mapping):
+                return self._samples(data, width, bricks, what)
+            try:
+                data = torch.from_numpy(data) if isinstance(data, np.ndarray) else torch.as_tensor(data)
+            except (TypeError, ValueError, RuntimeError) as error:
+                raise ValueError(f"stream item {item}: {what} must be a tensor, an array or a dict of them: {error}") from None
+            if data.dtype == torch.bool or data.is_complex():
+                raise ValueError(f"stream item {item}: {what} must hold real numbers, got {data.dtype}")
+            if data.dim() not in (1, 2) or data.shape[-1] != width:
+                raise ValueError(
+                    f"stream item {item}: {what} must be shaped [{width}] or [samples, {width}], got {list(data.shape)}"
+                )
+            return data.reshape(-1, width).to(torch.float32)
+
+        def learn(inputs, targets):
+            outputs = self.learn_many(inputs, targets)
+            summary["samples"] += inputs.shape[0]
+            summary["chunks"] += 1
+            summary["chunk_mae"].append(float((outputs - targets).abs().mean()))
+            if on_chunk is not None:
+                on_chunk(outputs, targets)
+            if bar is not None:
+                bar.update(inputs.shape[0])
+                bar.set_postfix(mae=f"{summary['chunk_mae'][-1]:.4f}")
+
+        pending_x, pending_y, pending = [], [], 0
+        try:
+            for item, pair in enumerate(stream):
+                try:
+                    x, y = pair
+                except (TypeError, ValueError):
+                    raise ValueError(f"stream item {item} must be a pair (inputs, targets), got {type(pair).__name__}") from None
+                x = rows(x, self.n_inputs, self.template.input_bricks, "inputs", item)
+                y = rows(y, self.n_outputs, self.template.output_bricks, "targets", item)
+                if x.shape[0] != y.shape[0]:
+                    raise ValueError(f"stream item {item}: inputs have {x.shape[0]} rows but targets have {y.shape[0]}")
+                pending_x.append(x)
+                pending_y.append(y)
+                pending += x.shape[0]
+                if pending >= chunk_size:
+                    inputs, targets = torch.cat(pending_x), torch.cat(pending_y)
+                    full = pending - pending % chunk_size
+                    for lo in range(0, full, chunk_size):
+                        learn(inputs[lo : lo + chunk_size], targets[lo : lo + chunk_size])
+                    pending_x, pending_y, pending = [inputs[full:]], [targets[full:]], pending - full
+            if pending:
+                learn(torch.cat(pending_x), torch.cat(pending_y))
+            last_chunk_rows = pending or chunk_size
+            if summary["samples"] > 1 and last_chunk_rows == 1:
+                # learn_many packs the arena after more than one row; a last chunk of one row
+                # did not, so pack here to end exactly like one learn_many over the whole stream
+                self.compact()
+        finally:
+            if bar is not None:
+                bar.close()
+        return summary
+
     def predict_one(self, x) -> torch.Tensor:
         """Outputs ``[n_outputs]`` for one sample ``[n_inputs]`` (or a dict by brick name)."""
         return self.predict_many(_one(x))[0]
