@@ -83,17 +83,35 @@ def compact_(layout, state, config, slack: int) -> None:
 
 @torch.library.register_fake("hanami::train_")
 def _train_fake(layout, state, config, inputs, targets, outputs, start):
-    torch._check(inputs.dim() == 2, lambda: "inputs must be [samples, n_inputs]")
-    torch._check(targets.shape[0] == inputs.shape[0], lambda: "targets and inputs differ in rows")
-    torch._check(outputs.shape == targets.shape, lambda: "outputs must be shaped like targets")
+    # The checks the C++ kernel makes on metadata alone (the sizes of the bricks are data, so the
+    # widths of inputs and targets are checked only when the kernel runs). Nothing is returned:
+    # the op only mutates state and outputs, whose shapes never change.
+    torch._check(len(layout) == len(LAYOUT) and len(state) == len(STATE),
+                 lambda: f"hanami: expected {len(LAYOUT)} layout and {len(STATE)} state tensors")
+    torch._check(config.dtype == torch.float64, lambda: "hanami: config must be float64")
+    for name, tensor in (("inputs", inputs), ("targets", targets), ("outputs", outputs)):
+        torch._check(tensor.dtype == torch.float32 and tensor.dim() == 2,
+                     lambda: f"hanami: {name} must be a float32 [samples, n] tensor")
+    torch._check(targets.shape[0] == inputs.shape[0], lambda: "hanami: targets and inputs differ in rows")
+    torch._check(outputs.shape == targets.shape, lambda: "hanami: outputs must be shaped like targets")
+    torch._check(0 <= start, lambda: "hanami: start out of range")
+    torch._check(start <= inputs.shape[0], lambda: "hanami: start out of range")
 
 
 @torch.library.register_fake("hanami::predict_")
 def _predict_fake(layout, state, config, inputs, outputs):
-    torch._check(inputs.dim() == 2, lambda: "inputs must be [samples, n_inputs]")
-    torch._check(outputs.shape[0] == inputs.shape[0], lambda: "outputs and inputs differ in rows")
+    torch._check(len(layout) == len(LAYOUT) and len(state) == len(STATE),
+                 lambda: f"hanami: expected {len(LAYOUT)} layout and {len(STATE)} state tensors")
+    torch._check(config.dtype == torch.float64, lambda: "hanami: config must be float64")
+    for name, tensor in (("inputs", inputs), ("outputs", outputs)):
+        torch._check(tensor.dtype == torch.float32 and tensor.dim() == 2,
+                     lambda: f"hanami: {name} must be a float32 [samples, n] tensor")
+    torch._check(outputs.shape[0] == inputs.shape[0], lambda: "hanami: outputs and inputs differ in rows")
 
 
 @torch.library.register_fake("hanami::compact_")
 def _compact_fake(layout, state, config, slack):
-    return None
+    torch._check(len(layout) == len(LAYOUT) and len(state) == len(STATE),
+                 lambda: f"hanami: expected {len(LAYOUT)} layout and {len(STATE)} state tensors")
+    torch._check(config.dtype == torch.float64, lambda: "hanami: config must be float64")
+    torch._check(1 <= slack <= 63, lambda: "hanami: slack must be in 1..63")
