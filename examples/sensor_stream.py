@@ -1,6 +1,6 @@
 """Online learning from a raw sensor stream, and a reading a million times too large.
 
-A synthetic sensor (two sines, a slow drift and noise, raw readings of about 1,700..4,700 in units
+A synthetic sensor (two sines, a slow drift and noise, raw readings of about 1,800..4,800 in units
 the network is never told) feeds a Hanami cluster online through ``SlidingWindow`` and
 ``HanamiCluster.learn_stream``: each window of 25 raw readings predicts the next 5 readings, with
 Hanami's table template (25 -> 128 -> 128 -> 5) and default settings. Halfway through, one reading
