@@ -122,6 +122,9 @@ class LoginLimiter:
     def failed(self, user_id: str, address: str) -> None:
         current = time.monotonic()
         with self._lock:
+            if len(self._failures) > 10_000:  # forget keys whose failures are all old
+                self._failures = {key: failures for key, failures in self._failures.items()
+                                  if failures and failures[-1] >= current - self.window_s}
             for key in (("user", user_id), ("address", address)):
                 self._failures.setdefault(key, deque()).append(current)
 

@@ -180,22 +180,26 @@ class DirectIO:
             start = not live.draining
             live.draining = True
         if start:
-            self.executor.submit(self._drain, live)
+            # start the batch after the loop has read every frame that arrived with this one
+            loop.call_soon(self.executor.submit, self._drain, live)
         return await future
 
     def _drain(self, live: LiveCluster) -> None:
-        while True:
-            with live.io_lock:
-                batch, live.pending = live.pending, []
-                if not batch:
-                    live.draining = False
-                    return
-            answers = self._compute(live, batch)
-            by_loop: dict = {}
-            for (_, _, future, loop), answer in zip(batch, answers):
-                by_loop.setdefault(loop, []).append((future, answer))
-            for loop, pairs in by_loop.items():
-                loop.call_soon_threadsafe(_resolve, pairs)
+        """Runs what is pending as one batch, answers it, and hands the next batch back to the
+        event loop, which starts it once it has read the frames that arrived meanwhile."""
+        with live.io_lock:
+            batch, live.pending = live.pending, []
+        answers = self._compute(live, batch) if batch else []
+        by_loop: dict = {}
+        for (_, _, future, loop), answer in zip(batch, answers):
+            by_loop.setdefault(loop, []).append((future, answer))
+        with live.io_lock:
+            live.draining = bool(live.pending)
+            next_loop = live.pending[0][3] if live.pending else None
+        for loop, pairs in by_loop.items():
+            loop.call_soon_threadsafe(_resolve, pairs)
+        if next_loop is not None:
+            next_loop.call_soon_threadsafe(self.executor.submit, self._drain, live)
 
     def _compute(self, live: LiveCluster, batch: list) -> list:
         """Runs the batch in order: consecutive predictions as one call, training steps one by one."""

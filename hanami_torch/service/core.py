@@ -70,6 +70,7 @@ class Service:
         self.registry.load_all(self.store.all_resources("clusters"), self.log_error)
 
     def close(self) -> None:
+        self.tasks.stop()
         self.task_pool.shutdown(wait=True, cancel_futures=True)
         self.registry.save_dirty()
         self.io_pool.shutdown(wait=True, cancel_futures=True)
@@ -283,10 +284,7 @@ class Service:
 
     def check_dataset_name(self, principal: Principal, name: str) -> None:
         """Fails early (before the body is read) when the name is taken."""
-        _project_of(principal)
-        rows, _ = self.store.resources("datasets", principal.scope, 1_000_000, 0)
-        if any(row["name"] == name and row["owner_id"] == principal.user_id
-               and row["project_id"] == principal.project_id for row in rows):
+        if self.store.name_taken("datasets", name, _project_of(principal), principal.user_id):
             raise Conflict(f"you already have a dataset named {name!r} in this project; pick another name")
 
     def get_dataset(self, principal: Principal, dataset_id: str) -> dict:

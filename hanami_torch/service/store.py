@@ -251,12 +251,14 @@ class Store:
 
     # -- resources (clusters, datasets, tasks, results, checkpoints) ----------------------------
 
+    def name_taken(self, table: str, name: str, project_id: str, owner_id: str) -> bool:
+        assert table in NAMED_TABLES
+        return self._one(f"SELECT 1 AS x FROM {table} WHERE name = ? AND project_id = ? AND owner_id = ?",
+                         (name, project_id, owner_id)) is not None
+
     def add_resource(self, table: str, row: dict) -> dict:
         assert table in RESOURCE_TABLES
-        if table in NAMED_TABLES and self._one(
-            f"SELECT 1 AS x FROM {table} WHERE name = ? AND project_id = ? AND owner_id = ?",
-            (row["name"], row["project_id"], row["owner_id"]),
-        ):
+        if table in NAMED_TABLES and self.name_taken(table, row["name"], row["project_id"], row["owner_id"]):
             raise Conflict(f"you already have a {table[:-1]} named {row['name']!r} in this project; pick another name")
         self._insert(table, {"created_at": now(), **row})
         return self.resource(table, row["id"], None)

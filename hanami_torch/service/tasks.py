@@ -34,6 +34,10 @@ class Cancelled(Exception):
     pass
 
 
+class Interrupted(Exception):
+    pass
+
+
 class TaskRunner:
     """Queues tasks per cluster and runs them in ``executor``."""
 
@@ -51,6 +55,11 @@ class TaskRunner:
         self._busy: set[str] = set()
         self._cancelled: set[str] = set()
         self._lock = threading.Lock()
+        self.stopping = False
+
+    def stop(self) -> None:
+        """Running tasks end after their current chunk, as failed ("interrupted")."""
+        self.stopping = True
 
     def recover(self) -> None:
         """At start: tasks that were queued or running when the server stopped are failed."""
@@ -109,6 +118,8 @@ class TaskRunner:
             self._run(task_id)
 
     def _run(self, task_id: str) -> None:
+        if self.stopping:
+            return  # marked failed ("interrupted") at the next start
         try:
             task = self.store.resource("tasks", task_id, None)
         except Exception:  # deleted while queued
@@ -121,6 +132,9 @@ class TaskRunner:
             self.store.update_resource("tasks", task_id, state="finished", progress=1.0, finished_at=now())
         except Cancelled:
             self.store.update_resource("tasks", task_id, state="cancelled", finished_at=now())
+        except Interrupted:
+            self.store.update_resource("tasks", task_id, state="failed", finished_at=now(),
+                                       error="interrupted: the server stopped before the task ended")
         except (ValueError, OSError, KeyError) as error:
             self.store.update_resource("tasks", task_id, state="failed", finished_at=now(), error=str(error))
         except Exception as error:  # a bug: record it, keep the worker alive
@@ -150,6 +164,8 @@ class TaskRunner:
             for start in range(0, count, self.chunk):
                 if task["id"] in self._cancelled or live.deleted:
                     raise Cancelled()
+                if self.stopping:
+                    raise Interrupted()
                 end = min(start + self.chunk, count)
                 with live.lock:
                     if train:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+import time
 
 import aiohttp
 import pytest
@@ -199,8 +200,14 @@ def test_clusters_survive_a_restart(tmp_path, make_member):
         asyncio.run(learn_over_socket())
         before = user.get_cluster(cluster["id"])["stats"]
         token = user.token
+        busy = user.create_cluster("busy", templates.TABLE)
+        endless = user.create_task(busy["id"], dataset["id"], "train", epochs=1000)
+        while user.get_task(endless["id"])["state"] == "queued":
+            pass
     finally:
+        stopping = time.monotonic()
         assert first.stop() == 0
+        assert time.monotonic() - stopping < 10  # a running task does not hold the server up
     second = ServerProcess(home)
     second.port, second.url = first.port, first.url
     second.start()
@@ -209,5 +216,7 @@ def test_clusters_survive_a_restart(tmp_path, make_member):
         user.token = token  # tokens outlive a restart too (the secret is kept in HANAMI_HOME)
         after = user.get_cluster(cluster["id"])["stats"]
         assert after["synapses"] == before["synapses"] and after["steps"] == before["steps"] == 475 + 10
+        interrupted = user.get_task(endless["id"])
+        assert interrupted["state"] == "failed" and "interrupted" in interrupted["error"]
     finally:
         second.stop()
