@@ -465,6 +465,20 @@ class HanamiCluster(nn.Module):
         if problems:
             raise ValueError("inconsistent network state: " + "; ".join(problems))
 
+    def _apply(self, fn, recurse=True):
+        # .to(), .double(), .cuda() ... all come through here. The network's tensors have fixed
+        # dtypes that the kernels rely on, so dtype casts leave them alone (inputs of any real dtype
+        # are accepted, outputs are float32); a move off the CPU is refused with a clear message.
+        probe = fn(torch.zeros(1, dtype=torch.float32))
+        if probe.device.type != "cpu":
+            raise ValueError(
+                f"HanamiCluster runs on the CPU only so far; it cannot move to {probe.device}. "
+                "Keep the cluster on the CPU and move its inputs there (x.cpu())"
+            )
+        if probe.dtype != torch.float32:
+            return self
+        return super()._apply(fn, recurse)
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The synapse arena grows while the network learns: make room for the stored one first, so
         # that load_state_dict works between clusters that learned different amounts.

@@ -463,3 +463,21 @@ def test_learning_goes_on_after_a_step_that_grew_nothing(start):
     x, y = samples(5, inputs=4, outputs=2)
     cluster.learn_many(x.clamp(min=1.0), y)
     assert cluster.stats()["synapses"] > 0
+
+
+def test_dtype_casts_keep_the_network_and_device_moves_are_refused():
+    """.double()/.half() leave the network's fixed-dtype tensors alone; moving off the CPU is refused."""
+    cluster = HanamiCluster(MULTI, seed=1)
+    x, y = samples(20, seed=1)
+    cluster.learn_many(x, y)
+    before = {name: t.clone() for name, t in cluster.state_dict().items()}
+    assert cluster.double() is cluster and cluster.half() is cluster
+    for name, tensor in cluster.state_dict().items():
+        assert tensor.dtype == before[name].dtype and torch.equal(tensor, before[name]), name
+    assert cluster.predict_many(x.double()).dtype == torch.float32
+    before = {name: t.clone() for name, t in cluster.state_dict().items()}  # prediction moved the state
+    with pytest.raises(ValueError, match="runs on the CPU only"):
+        cluster.to("meta")
+    assert cluster.to("cpu") is cluster
+    for name, tensor in cluster.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
