@@ -83,7 +83,7 @@ constexpr int kDeltaStride = 256;
 
 // What one thread of a team collects while it walks its share of a brick's blocks; merged in
 // member order afterwards, so the result never depends on the number of threads.
-struct Lane {
+struct alignas(128) Lane {
   std::vector<std::vector<Visit>> visits;          // [bricks]: reached sections, for backward
   std::vector<SectionRequest> requests;            // default mode: successor requests
   std::vector<std::pair<int32_t, float>> flags;    // compat mode: request-flag writes, in order

@@ -49,10 +49,15 @@ class Team {
       if (++spins < (1 << 12)) {
         HANAMI_PAUSE();
       } else {
-        std::this_thread::yield();  // the worker lost its core: do not burn this one
+        congested_ = true;          // a worker lost its core: the machine is busy
+        std::this_thread::yield();  // and do not burn this one either
       }
     }
   }
+
+  // True once a phase had to wait for a descheduled worker (cleared by the caller).
+  bool congested() const { return congested_; }
+  void clear_congested() { congested_ = false; }
 
  private:
   void work(int member) {
@@ -80,6 +85,7 @@ class Team {
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};
   std::atomic<bool> stop_{false};
+  bool congested_ = false;
 };
 
 // Decides, window by window, whether the team or the calling thread alone runs faster. On a
@@ -92,14 +98,21 @@ class TeamChooser {
   // The team to use for the sample about to start (nullptr: work alone).
   Team* before_sample(int64_t sample) {
     if (team_ == nullptr) return nullptr;
+    if (team_->congested()) {  // another program has the other core: work alone for a long while
+      team_->clear_congested();
+      phase_ = kSolo;
+      window_start_ = std::chrono::steady_clock::now();
+      window_end_ = sample + kCongestedPause;
+    }
     if (sample >= window_end_) switch_window(sample);
     return phase_ == kSolo || phase_ == kProbeSolo ? nullptr : team_;
   }
 
  private:
   enum Phase { kProbeTeam, kProbeSolo, kTeam, kSolo };
-  static constexpr int64_t kProbe = 256;     // samples timed per probe
-  static constexpr int64_t kSettled = 8192;  // samples run with the winner before probing again
+  static constexpr int64_t kProbe = 128;            // samples timed per probe
+  static constexpr int64_t kSettled = 8192;         // samples run with the winner before probing again
+  static constexpr int64_t kCongestedPause = 32768; // samples run alone after a worker lost its core
 
   void switch_window(int64_t sample) {
     const auto now = std::chrono::steady_clock::now();
