@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 
 from aiohttp import web
 
@@ -62,9 +61,6 @@ async def _save_periodically(service: Service) -> None:
 def serve(config: Config) -> None:
     """Runs the server until interrupted (``hanami-torch serve``)."""
     config.check_bind(secret_configured=config.secret_file is not None)
-    # Direct-IO batches run in threads that give up the GIL inside the operator; a short switch
-    # interval keeps them and the event loop from waiting 5 ms (Python's default) for each other.
-    sys.setswitchinterval(config.switch_interval_s)
     app = create_app(config)
     print(f"hanami_torch service on http://{config.host}:{config.port} (home {config.home}); "
           "API description at /openapi.json", flush=True)

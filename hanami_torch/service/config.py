@@ -34,8 +34,6 @@ class Config:
     task_chunk: int = 2000
     ws_idle_timeout_s: float = 300.0
     save_interval_s: float = 30.0
-    #: sys.setswitchinterval for the server process
-    switch_interval_s: float = field(default_factory=lambda: float(os.environ.get("HANAMI_SWITCH_INTERVAL_S", "0.0005")))
     login_failures_per_user: int = 5
     login_failures_per_address: int = 20
     login_window_s: float = 60.0
