@@ -54,7 +54,10 @@ class Service:
         self.store = Store(self.home / "hanami.db")
         secret, self.secret_configured = load_secret(config.secret_file, self.home)
         limiter = LoginLimiter(config.login_failures_per_user, config.login_failures_per_address, config.login_window_s)
-        self.auth = Authenticator(self.store, secret, config.token_lifetime_s, limiter)
+        try:
+            self.auth = Authenticator(self.store, secret, config.token_lifetime_s, limiter)
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
         self.policy = Policy.from_file(config.policy_file)
         self.task_pool = ThreadPoolExecutor(config.workers, thread_name_prefix="hanami-task")
         self.io_pool = ThreadPoolExecutor(config.io_threads, thread_name_prefix="hanami-io")
