@@ -12,9 +12,15 @@ import json
 import os
 import re
 
+import tempfile
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
+
+# hypothesis keeps caches in ./.hypothesis; this run needs none of them in the work tree
+set_hypothesis_home_dir(tempfile.mkdtemp(prefix="hypothesis-"))
 
 from hanami_torch.client import HanamiError
 from hanami_torch.service.routes import ROUTES
