@@ -175,13 +175,16 @@ class HanamiCluster(nn.Module):
         return out
 
     @torch.no_grad()
-    def learn_many(self, inputs, targets, *, progress: bool = False) -> torch.Tensor:
+    def learn_many(self, inputs, targets, *, progress: bool = False, compact: bool = True) -> torch.Tensor:
         """Online learning, one sample per step in row order (Hanami's training task).
 
         Args:
             inputs: ``[B, n_inputs]`` raw values, or a dict by input-brick name.
             targets: ``[B, n_outputs]`` wanted outputs (one-hot for classes), or a dict by name.
             progress: show a progress bar (the samples then run in chunks of C++ calls).
+            compact: pack the synapse arena afterwards (when B > 1), freeing its spare room.
+                Callers that learn in many chunks pass False and call :meth:`compact` at the
+                end: packing after every chunk only makes the next chunk grow the arena again.
         Returns:
             ``[B, n_outputs]``: each sample's output as computed before its own update.
         """
@@ -192,7 +195,7 @@ class HanamiCluster(nn.Module):
         out = torch.empty_like(y)
         for lo, hi in _chunks(x.shape[0], progress, "learn"):
             self._train(x[lo:hi], y[lo:hi], out[lo:hi])
-        if x.shape[0] > 1:
+        if compact and x.shape[0] > 1:
             self.compact()
         return out
 
@@ -251,7 +254,7 @@ class HanamiCluster(nn.Module):
             return data.reshape(-1, width).to(torch.float32)
 
         def learn(inputs, targets):
-            outputs = self.learn_many(inputs, targets)
+            outputs = self.learn_many(inputs, targets, compact=False)
             summary["samples"] += inputs.shape[0]
             summary["chunks"] += 1
             summary["chunk_mae"].append(float((outputs - targets).abs().mean()))
@@ -283,10 +286,8 @@ class HanamiCluster(nn.Module):
                     pending_x, pending_y, pending = [inputs[full:]], [targets[full:]], pending - full
             if pending:
                 learn(torch.cat(pending_x), torch.cat(pending_y))
-            last_chunk_rows = pending or chunk_size
-            if summary["samples"] > 1 and last_chunk_rows == 1:
-                # learn_many packs the arena after more than one row; a last chunk of one row
-                # did not, so pack here to end exactly like one learn_many over the whole stream
+            if summary["samples"] > 1:
+                # once at the end, to end exactly like one learn_many over the whole stream
                 self.compact()
         finally:
             if bar is not None:

@@ -169,7 +169,8 @@ class TaskRunner:
                 end = min(start + self.chunk, count)
                 with live.lock:
                     if train:
-                        live.module.learn_many(inputs[start:end], targets[start:end])
+                        # the arena is packed once, by the checkpoint below, not after every chunk
+                        live.module.learn_many(inputs[start:end], targets[start:end], compact=False)
                     else:
                         outputs.append(live.module.predict_many(inputs[start:end]).numpy())
                 done += end - start
