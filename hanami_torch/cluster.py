@@ -9,7 +9,7 @@ and enlarges the synapse arena when an op reports that it is full.
 from __future__ import annotations
 
 import numbers
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 import numpy as np
 import torch
@@ -31,6 +31,18 @@ INITIAL_ARENA_SLOTS = 1 << 14
 MAX_SEED = 2**53 - 1
 
 _BRICK_KIND = {"hidden": 0, "input": 1, "output": 2}
+
+
+class NeuronState(NamedTuple):
+    """What a cluster carries from one sample to the next (it matters with spiking settings:
+    ``neuron_cooldown`` and ``refractory_time``). One entry per neuron, in template order."""
+
+    potential: torch.Tensor  # float32: raw input, log2 activation or sigmoid output
+    active: torch.Tensor  # uint8
+    refractory: torch.Tensor  # uint8: the right-shifted refractory counter
+
+
+_OWN_STATE = object()  # forward() called without a state: use and advance the cluster's own
 
 
 class HanamiCluster(nn.Module):
@@ -158,10 +170,56 @@ class HanamiCluster(nn.Module):
 
     # ---- public API ------------------------------------------------------------------------
 
-    def forward(self, x: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x, state=_OWN_STATE):
         """Inference: ``[B, n_inputs]`` raw values to ``[B, n_outputs]`` outputs (sigmoid; exactly 0
-        for an output that received nothing). Samples run in order, like Hanami's request task."""
-        return self.predict_many(x)
+        for an output that received nothing). Samples run in order, like Hanami's request task.
+
+        ``y = cluster(x)`` uses and advances the cluster's own neuron state. With spiking settings
+        the state can be kept explicitly instead, Norse style: ``y, state = cluster(x, state)``,
+        where ``state=None`` starts from rest and the returned :class:`NeuronState` goes into the
+        next call; the cluster's own state is then neither read nor changed, so several streams
+        can share one network without leaking into each other.
+        """
+        if state is _OWN_STATE:
+            return self.predict_many(x)
+        return self.predict_with_state(x, state)
+
+    @torch.no_grad()
+    def predict_with_state(self, x, state: NeuronState | None) -> tuple[torch.Tensor, NeuronState]:
+        """``predict_many`` from an explicit neuron state (None: at rest); returns the outputs and the
+        state after the last sample. The cluster's own state is left as it was."""
+        if state is None:
+            state = self.rest_state()
+        if not isinstance(state, tuple) or len(state) != 3:
+            raise ValueError("state must be a NeuronState (potential, active, refractory) or None")
+        state = NeuronState(*state)
+        for name, value, own in zip(state._fields, state, (self.potential, self.active, self.refractory)):
+            if not isinstance(value, torch.Tensor) or value.shape != own.shape or value.dtype != own.dtype:
+                raise ValueError(
+                    f"state.{name} must be a {own.dtype} tensor of shape {list(own.shape)}; pass the state "
+                    "a call of this cluster returned, or None to start at rest"
+                )
+        if not bool(torch.isfinite(state.potential).all()):
+            raise ValueError("state.potential contains NaN or infinity")
+        kept = (self.potential.clone(), self.active.clone(), self.refractory.clone())
+        try:
+            self.potential.copy_(state.potential)
+            self.active.copy_(state.active)
+            self.refractory.copy_(state.refractory)
+            outputs = self.predict_many(x)
+            new_state = NeuronState(self.potential.clone(), self.active.clone(), self.refractory.clone())
+        finally:
+            self.potential.copy_(kept[0])
+            self.active.copy_(kept[1])
+            self.refractory.copy_(kept[2])
+        return outputs, new_state
+
+    def rest_state(self) -> NeuronState:
+        """The neuron state of a cluster that has seen nothing yet."""
+        n = self.potential.numel()
+        return NeuronState(
+            torch.zeros(n, dtype=torch.float32), torch.zeros(n, dtype=torch.uint8), torch.ones(n, dtype=torch.uint8)
+        )
 
     @torch.no_grad()
     def predict_many(self, inputs, *, progress: bool = False) -> torch.Tensor:
