@@ -45,12 +45,18 @@ class Team {
     generation_.fetch_add(1, std::memory_order_acq_rel);
     job(0);
     int spins = 0;
+    std::chrono::steady_clock::time_point waiting_since;
     while (pending_.load(std::memory_order_acquire) != 0) {
-      if (++spins < (1 << 12)) {
+      if (spins == 0) waiting_since = std::chrono::steady_clock::now();
+      if (++spins % 256 != 0) {
         HANAMI_PAUSE();
-      } else {
-        congested_ = true;          // a worker lost its core: the machine is busy
-        std::this_thread::yield();  // and do not burn this one either
+        continue;
+      }
+      // A phase lasts microseconds; a worker still busy after 200 us has lost its core to
+      // another program: remember that, and stop burning this core too.
+      if (std::chrono::steady_clock::now() - waiting_since > std::chrono::microseconds(200)) {
+        congested_ = true;
+        std::this_thread::yield();
       }
     }
   }
@@ -88,9 +94,9 @@ class Team {
   bool congested_ = false;
 };
 
-// Decides, window by window, whether the team or the calling thread alone runs faster. On a
-// busy machine a worker that lost its core makes every phase wait for the scheduler, and working
-// alone is then much faster; results are the same either way, only the speed differs.
+// Uses the team unless the machine is busy. On a busy machine a worker that lost its core makes
+// every phase wait for the scheduler, and working alone is then much faster; after a long stretch
+// alone the team gets another chance. Results are the same either way, only the speed differs.
 class TeamChooser {
  public:
   explicit TeamChooser(Team* team) : team_(team) {}
@@ -98,51 +104,27 @@ class TeamChooser {
   // The team to use for the sample about to start (nullptr: work alone).
   Team* before_sample(int64_t sample) {
     if (team_ == nullptr) return nullptr;
-    if (team_->congested()) {  // another program has the other core: work alone for a long while
+    if (team_->congested()) {  // the OS took the worker's core away during the last sample
       team_->clear_congested();
-      phase_ = kSolo;
-      window_start_ = std::chrono::steady_clock::now();
-      window_end_ = sample + kCongestedPause;
+      if (sample - window_start_ > kWindow) {
+        window_start_ = sample;
+        stalls_ = 0;
+      }
+      // a single stall is an interrupt; several in a row mean another program wants the core
+      if (++stalls_ >= kStallsForBusy) alone_until_ = sample + kAlone;
     }
-    if (sample >= window_end_) switch_window(sample);
-    return phase_ == kSolo || phase_ == kProbeSolo ? nullptr : team_;
+    return sample < alone_until_ ? nullptr : team_;
   }
 
  private:
-  enum Phase { kProbeTeam, kProbeSolo, kTeam, kSolo };
-  static constexpr int64_t kProbe = 128;            // samples timed per probe
-  static constexpr int64_t kSettled = 8192;         // samples run with the winner before probing again
-  static constexpr int64_t kCongestedPause = 32768; // samples run alone after a worker lost its core
-
-  void switch_window(int64_t sample) {
-    const auto now = std::chrono::steady_clock::now();
-    const double seconds = std::chrono::duration<double>(now - window_start_).count();
-    switch (phase_) {
-      case kProbeTeam:
-        team_seconds_ = seconds;
-        phase_ = kProbeSolo;
-        break;
-      case kProbeSolo:
-        phase_ = seconds < team_seconds_ ? kSolo : kTeam;
-        break;
-      default:
-        phase_ = kProbeTeam;
-        break;
-    }
-    if (!started_) {  // the first window has no timing to judge yet
-      started_ = true;
-      phase_ = kProbeTeam;
-    }
-    window_start_ = now;
-    window_end_ = sample + (phase_ == kProbeTeam || phase_ == kProbeSolo ? kProbe : kSettled);
-  }
+  static constexpr int64_t kWindow = 1024;   // samples over which stalls are counted
+  static constexpr int kStallsForBusy = 4;   // stalls within a window that mean "busy machine"
+  static constexpr int64_t kAlone = 8192;    // samples run alone on a busy machine
 
   Team* team_;
-  Phase phase_ = kProbeTeam;
-  bool started_ = false;
-  int64_t window_end_ = 0;
-  double team_seconds_ = 0.0;
-  std::chrono::steady_clock::time_point window_start_ = std::chrono::steady_clock::now();
+  int64_t alone_until_ = 0;
+  int64_t window_start_ = 0;
+  int stalls_ = 0;
 };
 
 }  // namespace hanami
