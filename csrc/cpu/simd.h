@@ -56,17 +56,34 @@ inline int fast_prefix(const float* upper, const uint8_t* target, int len, float
 #endif
 }
 
+#ifdef HANAMI_AVX512
+// Up to 16 reached slots from slot k on: which lanes are real, each slot's target delta (gathered
+// by the target byte) and its weight.
+struct SlotChunk {
+  __mmask16 valid;
+  __m512 delta;
+  __m512 weight;
+};
+
+inline SlotChunk load_chunk(const float* weight, const uint8_t* target, const float* delta, int k,
+                            int count) {
+  const int lanes = count - k < 16 ? count - k : 16;
+  const __mmask16 valid = static_cast<__mmask16>((1u << lanes) - 1u);
+  const __m512i index = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(valid, target + k));
+  return {valid, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, index, delta, 4),
+          _mm512_maskz_loadu_ps(valid, weight + k)};
+}
+#endif
+
 // w[k] -= lr * delta[target[k]] for the first `count` slots. `delta` has 256 entries, so the empty
 // marker reads a zero and leaves the weight as it is.
 inline void sgd_step(float* weight, const uint8_t* target, const float* delta, int count, float lr) {
 #ifdef HANAMI_AVX512
   const __m512 rate = _mm512_set1_ps(lr);
   for (int k = 0; k < count; k += 16) {
-    const int lanes = count - k < 16 ? count - k : 16;
-    const __mmask16 valid = static_cast<__mmask16>((1u << lanes) - 1u);
-    const __m512i index = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(valid, target + k));
-    const __m512 d = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, index, delta, 4);
-    const __m512 w = _mm512_maskz_loadu_ps(valid, weight + k);
+    const SlotChunk chunk = load_chunk(weight, target, delta, k, count);
+    const __mmask16 valid = chunk.valid;
+    const __m512 d = chunk.delta, w = chunk.weight;
     _mm512_mask_storeu_ps(weight + k, valid, _mm512_sub_ps(w, _mm512_mul_ps(rate, d)));
   }
 #else
@@ -83,11 +100,9 @@ inline float sgd_step_with_sum(float* weight, const uint8_t* target, const float
   const __m512 rate = _mm512_set1_ps(lr);
   __m512 acc = _mm512_setzero_ps();
   for (int k = 0; k < count; k += 16) {
-    const int n = count - k < 16 ? count - k : 16;
-    const __mmask16 valid = static_cast<__mmask16>((1u << n) - 1u);
-    const __m512i index = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(valid, target + k));
-    const __m512 d = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, index, delta, 4);
-    const __m512 w = _mm512_maskz_loadu_ps(valid, weight + k);
+    const SlotChunk chunk = load_chunk(weight, target, delta, k, count);
+    const __mmask16 valid = chunk.valid;
+    const __m512 d = chunk.delta, w = chunk.weight;
     acc = _mm512_add_ps(acc, _mm512_mul_ps(d, w));
     _mm512_mask_storeu_ps(weight + k, valid, _mm512_sub_ps(w, _mm512_mul_ps(rate, d)));
   }
@@ -112,11 +127,9 @@ inline float adagrad_step_with_sum(float* weight, float* accum, const uint8_t* t
   const __m512 epsilon = _mm512_set1_ps(kAdagradEpsilon);
   __m512 acc = _mm512_setzero_ps();
   for (int k = 0; k < count; k += 16) {
-    const int n = count - k < 16 ? count - k : 16;
-    const __mmask16 valid = static_cast<__mmask16>((1u << n) - 1u);
-    const __m512i index = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(valid, target + k));
-    const __m512 d = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, index, delta, 4);
-    const __m512 w = _mm512_maskz_loadu_ps(valid, weight + k);
+    const SlotChunk chunk = load_chunk(weight, target, delta, k, count);
+    const __mmask16 valid = chunk.valid;
+    const __m512 d = chunk.delta, w = chunk.weight;
     const __m512 sum = _mm512_add_ps(_mm512_maskz_loadu_ps(valid, accum + k), _mm512_mul_ps(d, d));
     acc = _mm512_add_ps(acc, _mm512_mul_ps(d, w));
     const __m512 step = _mm512_div_ps(_mm512_mul_ps(rate, d), _mm512_add_ps(_mm512_sqrt_ps(sum), epsilon));
