@@ -558,12 +558,11 @@ void Engine::forward_brick(int b, bool training, Team* team) {
       forward_blocks(b, first, last, training, lanes_[member]);
     });
   }
-  if (training) merge_lanes(b);
+  if (training) merge_lanes();
 }
 
 // Applies what the walks of a brick collected, in member order = processing order.
-void Engine::merge_lanes(int b) {
-  (void)b;
+void Engine::merge_lanes() {
   std::vector<int32_t> grown;
   for (Lane& lane : lanes_) {
     for (const auto& [neuron, value] : lane.flags) {  // compat: the last writer wins

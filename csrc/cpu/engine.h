@@ -116,7 +116,7 @@ class Engine {
   bool input_phase(const float* x, bool training);
   void forward_brick(int brick, bool training, Team* team);
   void forward_blocks(int brick, int first, int last, bool training, Lane& lane);
-  void merge_lanes(int brick);
+  void merge_lanes();
   void backward_visits(int brick, Lane& lane);
   // blocks [first, last) of `brick` that team member `member` of `members` works on
   void share_of(int brick, int member, int members, int* first, int* last) const;
