@@ -64,6 +64,8 @@ enum ConfigIndex : int {
   kThreads = 7,
   kOptimizer = 8,     // 0: Hanami's plain SGD step, 1: per-synapse Adagrad
   kInputFanIn = 9,    // sections an input neuron opens when it first fires (Hanami: 1)
+  kLearningRule = 10, // 0: Hanami's rule inside train_, 1: "gradient" (train_ only grows; weights
+                      //    are learned through infer/infer_backward and a torch optimizer)
   kConfigSize = 16,
 };
 

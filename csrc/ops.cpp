@@ -22,4 +22,17 @@ TORCH_LIBRARY(hanami, m) {
   // Rewrites the synapse arena densely with `slack` spare slots per section (counters[kProcessed]
   // becomes 1, or 0 when that does not fit and nothing changed).
   m.def("compact_(Tensor[] layout, Tensor(a!)[] state, Tensor config, int slack) -> ()");
+  // Pure, batched inference: nothing is grown or changed, every sample starts from rest (no
+  // spiking carry-over), and `weights` stands in for state[syn_weight] so that autograd can
+  // differentiate with respect to it. Returns (outputs [B, n_outputs], potentials [B, neurons]):
+  // the value of every neuron for every sample (raw input, log2 activation or 0, sigmoid output),
+  // which infer_backward needs.
+  m.def(
+      "infer(Tensor[] layout, Tensor[] state, Tensor config, Tensor inputs, Tensor weights) "
+      "-> (Tensor, Tensor)");
+  // The true gradient of infer (walk cut-offs aside): (grad_inputs [B, n_inputs], grad_weights
+  // [capacity], summed over the batch).
+  m.def(
+      "infer_backward(Tensor[] layout, Tensor[] state, Tensor config, Tensor inputs, "
+      "Tensor weights, Tensor potentials, Tensor grad_outputs) -> (Tensor, Tensor)");
 }
