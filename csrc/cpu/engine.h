@@ -20,6 +20,7 @@ struct Config {
   int threads = 1;
   bool adagrad = false;   // per-synapse Adagrad instead of plain SGD (syn_accum holds the sums)
   int input_fan_in = 1;   // sections an input neuron opens when it first fires
+  bool gradient_rule = false;  // learning_rule="gradient": train_ grows only, autograd learns
 };
 
 // Raw views of the tensors (see cluster_state.h for the meaning of each).
