@@ -26,10 +26,11 @@ TORCH_LIBRARY(hanami, m) {
   // spiking carry-over), and `weights` stands in for state[syn_weight] so that autograd can
   // differentiate with respect to it. Returns (outputs [B, n_outputs], potentials [B, neurons]):
   // the value of every neuron for every sample (raw input, log2 activation or 0, sigmoid output),
-  // which infer_backward needs.
+  // which infer_backward needs. `n_outputs` (the output neurons of all output bricks) is passed
+  // because brick sizes are data, and fake kernels need the output shape from metadata alone.
   m.def(
-      "infer(Tensor[] layout, Tensor[] state, Tensor config, Tensor inputs, Tensor weights) "
-      "-> (Tensor, Tensor)");
+      "infer(Tensor[] layout, Tensor[] state, Tensor config, Tensor inputs, Tensor weights, "
+      "int n_outputs) -> (Tensor, Tensor)");
   // The true gradient of infer (walk cut-offs aside): (grad_inputs [B, n_inputs], grad_weights
   // [capacity], summed over the batch).
   m.def(
