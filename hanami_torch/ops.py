@@ -116,3 +116,85 @@ def _compact_fake(layout, state, config, slack):
                  lambda: f"hanami: expected {len(LAYOUT)} layout and {len(STATE)} state tensors")
     torch._check(config.dtype == torch.float64, lambda: "hanami: config must be float64")
     torch._check(1 <= slack <= 63, lambda: "hanami: slack must be in 1..63")
+
+
+def infer(layout, state, config, inputs, weights, n_outputs: int) -> torch.Tensor:
+    """Pure batched inference, differentiable in ``inputs`` and ``weights``.
+
+    Every row of ``inputs`` (float32 ``[B, n_inputs]``, raw values) runs from a network at rest;
+    nothing grows and no state changes. ``weights`` (float32, as large as the arena) stands in for
+    ``state[syn_weight]``, so that it can be a parameter. Returns ``[B, n_outputs]``.
+    """
+    outputs, _ = torch.ops.hanami.infer(list(layout), list(state), config, inputs, weights, n_outputs)
+    return outputs
+
+
+def _check_lists(layout, state, config):
+    torch._check(len(layout) == len(LAYOUT) and len(state) == len(STATE),
+                 lambda: f"hanami: expected {len(LAYOUT)} layout and {len(STATE)} state tensors")
+    torch._check(config.dtype == torch.float64, lambda: "hanami: config must be float64")
+
+
+@torch.library.register_fake("hanami::infer")
+def _infer_fake(layout, state, config, inputs, weights, n_outputs):
+    _check_lists(layout, state, config)
+    torch._check(inputs.dtype == torch.float32 and inputs.dim() == 2,
+                 lambda: "hanami: inputs must be a float32 [samples, n] tensor")
+    torch._check(weights.dtype == torch.float32 and weights.dim() == 1,
+                 lambda: "hanami: weights must be a float32 vector")
+    n_neurons = state[STATE.index("potential")].shape[0]
+    outputs = inputs.new_empty((inputs.shape[0], n_outputs))
+    potentials = inputs.new_empty((inputs.shape[0], n_neurons))
+    return outputs, potentials
+
+
+@torch.library.register_fake("hanami::infer_backward")
+def _infer_backward_fake(layout, state, config, inputs, weights, potentials, grad_outputs):
+    _check_lists(layout, state, config)
+    for name, tensor in (("inputs", inputs), ("potentials", potentials), ("grad_outputs", grad_outputs)):
+        torch._check(tensor.dtype == torch.float32 and tensor.dim() == 2,
+                     lambda: f"hanami: {name} must be a float32 [samples, n] tensor")
+    return torch.empty_like(inputs), torch.empty_like(weights)
+
+
+def _infer_setup_context(ctx, inputs, output):
+    layout, state, config, x, weights, _ = inputs
+    _, potentials = output
+    ctx.layout, ctx.state, ctx.config = list(layout), list(state), config
+    # Growth between forward and backward would make the backward walk another network: keep
+    # the counters (training step, synapses, sections) to notice it.
+    ctx.counters = state[STATE.index("counters")].clone()
+    ctx.save_for_backward(x, weights, potentials)
+    ctx.mark_non_differentiable(potentials)
+
+
+def _infer_backward(ctx, grad_outputs, _grad_potentials):
+    x, weights, potentials = ctx.saved_tensors
+    # autograd wants one entry per tensor of the list arguments too
+    no_layout, no_state = [None] * len(ctx.layout), [None] * len(ctx.state)
+    if grad_outputs is None:
+        return no_layout, no_state, None, None, None, None
+    current = ctx.state[STATE.index("counters")]
+    # (checked on real tensors only: under tracing the values are not known)
+    plain = type(ctx.counters) is torch.Tensor and type(current) is torch.Tensor
+    if plain and not torch.equal(ctx.counters, current):
+        raise RuntimeError(
+            "hanami: the network changed (it grew or learned) between this forward pass and its "
+            "backward pass, so the gradient would belong to another network. Call backward() "
+            "before the next training forward pass or learning call."
+        )
+    grad_x, grad_w = torch.ops.hanami.infer_backward(
+        ctx.layout, ctx.state, ctx.config, x, weights, potentials, grad_outputs.contiguous()
+    )
+    return (
+        no_layout,
+        no_state,
+        None,
+        grad_x if ctx.needs_input_grad[3] else None,
+        grad_w if ctx.needs_input_grad[4] else None,
+        None,
+    )
+
+
+# Gradients flow to the inputs and to the weights; layout, state and config are structure.
+torch.library.register_autograd("hanami::infer", _infer_backward, setup_context=_infer_setup_context)
