@@ -5,6 +5,8 @@
 #   make build        create/update .venv and (re)build the C++ extension
 #   make bench        MNIST benchmark against a PyTorch MLP, JSON in bench-results/
 #   make cuda-build   check that the CUDA extension compiles (needs nvcc; no GPU needed)
+#   make cuda-check   on a GPU machine: build the CUDA extension in place, run the GPU tests and
+#                     the GPU benchmark (logs and JSON in bench-results/; see docs/gpu.md)
 #   make clean        remove build outputs (keeps .venv);  make distclean  also removes .venv
 #
 # Every target creates .venv on first use and is quick on the next run: torch is only installed
@@ -34,7 +36,7 @@ PYTEST_ARGS ?=
 
 CUDA_HOME ?= /usr/local/cuda
 
-.PHONY: all mnist test build bench cuda-build venv clean distclean
+.PHONY: all mnist test build bench cuda-build cuda-check venv clean distclean
 
 all: build
 
@@ -78,6 +80,10 @@ $(VENV)/.installed: $(VENV)/.deps pyproject.toml setup.py hanami_torch/_version.
 # hanami_torch/ is left alone.
 cuda-build: $(VENV)/.installed
 	HANAMI_CUDA=1 CUDA_HOME=$(CUDA_HOME) $(PY) setup.py --quiet build_ext
+
+# Needs a GPU. Replaces hanami_torch/_C*.so by the CUDA build (`make build` puts the CPU one back).
+cuda-check: $(VENV)/.installed
+	PYTHON=$(PY) CUDA_HOME=$(CUDA_HOME) benchmarks/gpu_check.sh bench-results
 
 clean:
 	rm -rf build *.egg-info hanami_torch/*.egg-info

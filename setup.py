@@ -6,7 +6,8 @@ The metadata lives in ``pyproject.toml``; this file only adds what needs Python:
 Environment switches (read at build time):
 
 ``HANAMI_CUDA=1``
-    Build a ``CUDAExtension`` that adds ``csrc/cuda/*.cu`` and defines ``HANAMI_WITH_CUDA``.
+    Build a ``CUDAExtension`` that adds ``csrc/cuda/*.cu`` and ``csrc/cuda/*.cpp`` and defines
+    ``HANAMI_WITH_CUDA``.
     Needs nvcc; set ``CUDA_HOME`` (for example ``/usr/local/cuda``).  ``TORCH_CUDA_ARCH_LIST``
     defaults to ``"8.0;9.0"``.  Without it the build is CPU-only and never calls nvcc.
 ``HANAMI_NATIVE=1``
@@ -54,7 +55,8 @@ def extension_and_build_dir():
 
     sources = relative_glob("*.cpp") + relative_glob("cpu/*.cpp")
     if use_cuda:
-        sources += relative_glob("cuda/*.cu")
+        # kernels (*.cu, nvcc) and their host side (*.cpp, the C++ compiler)
+        sources += relative_glob("cuda/*.cu") + relative_glob("cuda/*.cpp")
     if not sources:
         raise RuntimeError(
             f"No C++ sources found under {CSRC} (expected csrc/*.cpp and csrc/cpu/*.cpp). "

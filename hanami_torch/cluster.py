@@ -216,9 +216,11 @@ class HanamiCluster(nn.Module):
 
     def rest_state(self) -> NeuronState:
         """The neuron state of a cluster that has seen nothing yet."""
-        n = self.potential.numel()
+        n, device = self.potential.numel(), self.potential.device
         return NeuronState(
-            torch.zeros(n, dtype=torch.float32), torch.zeros(n, dtype=torch.uint8), torch.ones(n, dtype=torch.uint8)
+            torch.zeros(n, dtype=torch.float32, device=device),
+            torch.zeros(n, dtype=torch.uint8, device=device),
+            torch.ones(n, dtype=torch.uint8, device=device),
         )
 
     @torch.no_grad()
@@ -226,7 +228,7 @@ class HanamiCluster(nn.Module):
         """Outputs ``[B, n_outputs]`` for the rows of ``inputs`` (``[B, n_inputs]`` or a dict of
         ``[B, n]`` tensors by input-brick name), one C++ call (or chunks when ``progress``)."""
         x = self._samples(inputs, self.n_inputs, self.template.input_bricks, "inputs")
-        out = torch.empty(x.shape[0], self.n_outputs, dtype=torch.float32)
+        out = torch.empty(x.shape[0], self.n_outputs, dtype=torch.float32, device=x.device)
         for lo, hi in _chunks(x.shape[0], progress, "predict"):
             self._sync_threads()
             ops.predict_(self._layout(), self._state(), self.config, x[lo:hi], out[lo:hi])
@@ -527,15 +529,25 @@ class HanamiCluster(nn.Module):
     def _apply(self, fn, recurse=True):
         # .to(), .double(), .cuda() ... all come through here. The network's tensors have fixed
         # dtypes that the kernels rely on, so dtype casts leave them alone (inputs of any real dtype
-        # are accepted, outputs are float32); a move off the CPU is refused with a clear message.
+        # are accepted, outputs are float32); a device move moves them all with their dtypes.
         probe = fn(torch.zeros(1, dtype=torch.float32))
-        if probe.device.type != "cpu":
-            raise ValueError(
-                f"HanamiCluster runs on the CPU only so far; it cannot move to {probe.device}. "
-                "Keep the cluster on the CPU and move its inputs there (x.cpu())"
-            )
-        if probe.dtype != torch.float32:
-            return self
+        device = probe.device
+        if device.type != "cpu":
+            if device.type != "cuda":
+                raise ValueError(
+                    f"HanamiCluster runs on the CPU only, or on a CUDA GPU with a CUDA build; it cannot "
+                    f"move to {device}. Keep the cluster on the CPU and move its inputs there (x.cpu())"
+                )
+            if not _has_cuda_kernels():
+                raise ValueError(
+                    f"HanamiCluster cannot move to {device}: this build of hanami_torch has no CUDA "
+                    "kernels (build it with HANAMI_CUDA=1, see docs/gpu.md). Keep the cluster on the "
+                    "CPU and move its inputs there (x.cpu())"
+                )
+        if probe.dtype != torch.float32:  # a dtype cast, perhaps with a move: only the move
+            if device == self.syn_weight.device:
+                return self
+            return super()._apply(lambda t: t.to(device), recurse)
         return super()._apply(fn, recurse)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -604,7 +616,7 @@ class HanamiCluster(nn.Module):
         keep = min(top, capacity)
 
         def moved(old: torch.Tensor, fill) -> torch.Tensor:
-            new = torch.full((capacity,), fill, dtype=old.dtype)
+            new = torch.full((capacity,), fill, dtype=old.dtype, device=old.device)
             new[:keep] = old[:keep]
             return new
 
@@ -629,10 +641,16 @@ class HanamiCluster(nn.Module):
                 data = torch.as_tensor(data)
             except (TypeError, ValueError, RuntimeError) as error:
                 raise ValueError(f"{what} must be a tensor, an array or a dict of them: {error}") from None
-        if data.device.type != "cpu":
+        device = self.syn_weight.device
+        if data.device != device:
+            if device.type == "cpu":
+                raise ValueError(
+                    f"{what} are on {data.device} but this cluster runs on the CPU; pass CPU tensors "
+                    "(x.cpu())"
+                )
             raise ValueError(
-                f"{what} are on {data.device} but this cluster runs on the CPU; pass CPU tensors "
-                "(x.cpu())"
+                f"{what} are on {data.device} but this cluster runs on {device}; pass tensors on "
+                f"that device (x.to({str(device)!r}))"
             )
         if data.dtype == torch.bool or data.is_complex() or not (
             data.is_floating_point() or data.dtype in _INTEGER_DTYPES
@@ -652,6 +670,11 @@ class HanamiCluster(nn.Module):
                 "(no normalisation needed), so replace or drop that sample"
             )
         return data
+
+
+def _has_cuda_kernels() -> bool:
+    """Whether this build of the extension registered CUDA kernels (built with HANAMI_CUDA=1)."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key("hanami::infer", "CUDA")
 
 
 _INTEGER_DTYPES = {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64}

@@ -1,0 +1,246 @@
+// CUDA entries of the hanami ops: argument checks, the plan (which sections feed which brick) and
+// the kernel launches of csrc/cuda/infer_cuda.cu; the learning ops say clearly that the GPU does
+// not have them yet. Compiled by the C++ compiler (only in CUDA builds), so that every error is
+// raised outside nvcc-compiled code.
+//
+// Each infer/infer_backward call makes one small device-to-host copy (the brick table and the
+// plan's error flags): it gives the host the input and output widths to check and allocate, and
+// reports a corrupted network as an error instead of a wild memory access.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <tuple>
+
+#include "../cluster_state.h"
+#include "../rules.h"
+#include "kernels.cuh"
+
+namespace hanami {
+namespace {
+
+void check_tensor(const at::Tensor& t, at::ScalarType dtype, const char* name, const c10::Device& device) {
+  TORCH_CHECK(t.device() == device, "hanami: ", name, " is on ", t.device(), " but the inputs are on ",
+              device, "; keep the cluster and its inputs on one device (cluster.to(\"", device, "\"))");
+  TORCH_CHECK(t.scalar_type() == dtype, "hanami: ", name, " must be ", dtype, ", got ", t.scalar_type());
+  TORCH_CHECK(t.is_contiguous(), "hanami: ", name, " must be contiguous");
+}
+
+// The checked network and its plan; the tensors keep the plan's device memory alive.
+struct Plan {
+  cuda::Network net;
+  int64_t capacity = 0;
+  int64_t n_in = 0, n_out = 0;
+  at::Tensor begin, records, offsets;
+};
+
+Plan make_plan(at::TensorList layout, at::TensorList state, const at::Tensor& config,
+               const c10::Device& device) {
+  TORCH_CHECK(int(layout.size()) == kLayoutSize, "hanami: expected ", int(kLayoutSize),
+              " layout tensors, got ", layout.size());
+  TORCH_CHECK(int(state.size()) == kStateSize, "hanami: expected ", int(kStateSize),
+              " state tensors, got ", state.size());
+  check_tensor(layout[kBrickInfo], at::kInt, "brick_info", device);
+  check_tensor(layout[kBrickTargets], at::kInt, "brick_targets", device);
+  check_tensor(layout[kBlockInfo], at::kInt, "block_info", device);
+  const at::ScalarType types[kStateSize] = {
+      at::kInt,  at::kFloat, at::kByte, at::kByte,  at::kFloat, at::kInt,  at::kFloat, at::kByte, at::kInt,
+      at::kInt,  at::kByte,  at::kByte, at::kFloat, at::kFloat, at::kByte, at::kByte,  at::kFloat, at::kLong};
+  const char* names[kStateSize] = {"brick_grid",  "potential",  "active",       "refractory", "request",
+                                   "sec_block",   "sec_offset", "sec_has_next", "sec_conn",   "sec_start",
+                                   "sec_len",     "sec_cap",    "syn_weight",   "syn_upper",  "syn_target",
+                                   "syn_counter", "syn_accum",  "counters"};
+  for (int i = 0; i < kStateSize; ++i) check_tensor(state[i], types[i], names[i], device);
+  check_tensor(config, at::kDouble, "config", device);
+
+  const at::Tensor& brick_info = layout[kBrickInfo];
+  const at::Tensor& block_info = layout[kBlockInfo];
+  TORCH_CHECK(brick_info.dim() == 2 && brick_info.size(1) == 5 && brick_info.size(0) >= 1,
+              "hanami: brick_info must be [bricks, 5]");
+  TORCH_CHECK(block_info.dim() == 2 && block_info.size(1) == 3, "hanami: block_info must be [blocks, 3]");
+  const int n_bricks = int(brick_info.size(0));
+  const int n_blocks = int(block_info.size(0));
+  const int64_t n_neurons = state[kPotential].numel();
+  TORCH_CHECK(n_neurons < (int64_t(1) << 31) / kSectionsPerNeuron, "hanami: too many neurons");
+  const int64_t n_sections = n_neurons * kSectionsPerNeuron;
+  for (int i : {kSecBlock, kSecOffset, kSecStart, kSecLen})
+    TORCH_CHECK(state[i].numel() == n_sections, "hanami: ", names[i], " must have 8 entries per neuron");
+  Plan plan;
+  plan.capacity = state[kSynWeight].numel();
+  TORCH_CHECK(state[kSynUpper].numel() == plan.capacity && state[kSynTarget].numel() == plan.capacity,
+              "hanami: synapse arena tensors differ in size");
+  TORCH_CHECK(plan.capacity < (int64_t(1) << 31), "hanami: the synapse arena exceeds 2**31 slots");
+
+  const c10::cuda::CUDAGuard guard(device);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const auto int_options = brick_info.options();
+  at::Tensor keys = at::empty({n_sections}, int_options);
+  at::Tensor flags = at::zeros({1}, int_options);
+  C10_CUDA_CHECK(cuda::launch_plan_keys(
+      state[kSecBlock].data_ptr<int32_t>(), state[kSecStart].data_ptr<int32_t>(),
+      state[kSecLen].data_ptr<uint8_t>(), brick_info.data_ptr<int32_t>(), n_bricks,
+      block_info.data_ptr<int32_t>(), n_blocks, int(n_neurons), n_sections, plan.capacity,
+      keys.data_ptr<int32_t>(), flags.data_ptr<int32_t>(), stream));
+  // the only copy to the host: the brick table and the plan's error flags, together
+  const at::Tensor host = at::cat({brick_info.reshape({-1}), flags}).cpu();
+  const int32_t* h = host.data_ptr<int32_t>();
+  const int32_t flag = h[n_bricks * 5];
+  TORCH_CHECK(!(flag & cuda::kBadBlock), "hanami: sec_block holds an invalid block; the network state is corrupted");
+  TORCH_CHECK(!(flag & cuda::kBadBlockInfo), "hanami: block_info is inconsistent; the network layout is corrupted");
+  TORCH_CHECK(!(flag & cuda::kBadRange),
+              "hanami: a section lies outside the synapse arena; the network state is corrupted");
+  int64_t next = 0, blocks = 0;
+  for (int b = 0; b < n_bricks; ++b) {
+    const int32_t* info = h + b * 5;
+    TORCH_CHECK(info[0] == next && info[1] >= 0 && info[2] >= kHidden && info[2] <= kOutput && info[4] == blocks,
+                "hanami: brick_info row ", b, " is inconsistent; the network layout is corrupted");
+    next += info[1];
+    blocks += (info[1] + kNeuronsPerBlock - 1) / kNeuronsPerBlock;
+    if (info[2] == kInput) plan.n_in += info[1];
+    if (info[2] == kOutput) plan.n_out += info[1];
+  }
+  TORCH_CHECK(next == n_neurons && blocks == n_blocks,
+              "hanami: brick_info does not describe the network's neurons and blocks");
+  for (int b = 0; b < n_bricks; ++b) {
+    const int32_t* info = h + b * 5;
+    const int64_t width = info[2] == kInput ? plan.n_in : info[2] == kOutput ? plan.n_out : 0;
+    TORCH_CHECK(info[2] == kHidden || (info[3] >= 0 && info[3] + int64_t(info[1]) <= width),
+                "hanami: brick_info row ", b, " has an input/output offset out of range");
+  }
+
+  // sections grouped by the brick they feed (stable: ascending section id inside a brick)
+  auto [sorted_keys, order] = at::sort(keys, /*stable=*/true, /*dim=*/0, /*descending=*/false);
+  plan.begin = at::searchsorted(sorted_keys, at::arange(n_bricks + 1, int_options), /*out_int32=*/true,
+                                /*right=*/false);
+  plan.records = at::empty({std::max<int64_t>(n_sections, 1), 4}, int_options);
+  plan.offsets = at::empty({std::max<int64_t>(n_sections, 1)}, state[kSecOffset].options());
+  C10_CUDA_CHECK(cuda::launch_plan_records(
+      sorted_keys.data_ptr<int32_t>(), order.data_ptr<int64_t>(), n_bricks, n_sections,
+      state[kSecBlock].data_ptr<int32_t>(), state[kSecStart].data_ptr<int32_t>(),
+      state[kSecLen].data_ptr<uint8_t>(), state[kSecOffset].data_ptr<float>(),
+      block_info.data_ptr<int32_t>(), plan.records.data_ptr<int32_t>(), plan.offsets.data_ptr<float>(),
+      stream));
+
+  plan.net.brick_info = brick_info.data_ptr<int32_t>();
+  plan.net.brick_begin = plan.begin.data_ptr<int32_t>();
+  plan.net.n_bricks = n_bricks;
+  plan.net.records = plan.records.data_ptr<int32_t>();
+  plan.net.offsets = plan.offsets.data_ptr<float>();
+  plan.net.upper = state[kSynUpper].data_ptr<float>();
+  plan.net.targets = state[kSynTarget].data_ptr<uint8_t>();
+  plan.net.n_neurons = int(n_neurons);
+  return plan;
+}
+
+void check_weights(Plan& plan, const at::Tensor& weights, const c10::Device& device) {
+  check_tensor(weights, at::kFloat, "weights", device);
+  TORCH_CHECK(weights.dim() == 1 && weights.numel() == plan.capacity,
+              "hanami: weights must be a float32 vector as large as the synapse arena (", plan.capacity,
+              "), got ", weights.sizes());
+  plan.net.weights = weights.data_ptr<float>();
+}
+
+void check_samples(const at::Tensor& t, int64_t rows, int64_t cols, const char* name, const c10::Device& device) {
+  check_tensor(t, at::kFloat, name, device);
+  TORCH_CHECK(t.dim() == 2 && t.size(0) == rows && t.size(1) == cols, "hanami: ", name, " must be [", rows,
+              ", ", cols, "], got ", t.sizes());
+}
+
+c10::Device device_of_inputs(const at::Tensor& inputs) {
+  TORCH_CHECK(inputs.is_cuda(), "hanami: inputs must be on a CUDA device here, got ", inputs.device(),
+              "; keep the cluster and its inputs on one device");
+  return inputs.device();
+}
+
+// Thread blocks for a batch: enough to fill the GPU many times over, each looping over samples.
+int grid_for(int64_t count, const c10::Device& device) {
+  int sms = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device.index()));
+  return int(std::max<int64_t>(1, std::min<int64_t>(count, int64_t(sms) * 32)));
+}
+
+std::tuple<at::Tensor, at::Tensor> infer_cuda(at::TensorList layout, at::TensorList state,
+                                              const at::Tensor& config, const at::Tensor& inputs,
+                                              const at::Tensor& weights, int64_t n_outputs) {
+  const c10::Device device = device_of_inputs(inputs);
+  Plan plan = make_plan(layout, state, config, device);
+  TORCH_CHECK(n_outputs == plan.n_out, "hanami: n_outputs is ", n_outputs, " but the output bricks have ",
+              plan.n_out, " neurons");
+  TORCH_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", plan.n_in, "]");
+  const int64_t count = inputs.size(0);
+  check_samples(inputs, count, plan.n_in, "inputs", device);
+  check_weights(plan, weights, device);
+  const c10::cuda::CUDAGuard guard(device);
+  at::Tensor outputs = at::zeros({count, plan.n_out}, inputs.options());
+  at::Tensor potentials = at::empty({count, int64_t(plan.net.n_neurons)}, inputs.options());
+  C10_CUDA_CHECK(cuda::launch_infer(plan.net, inputs.data_ptr<float>(), plan.n_in, outputs.data_ptr<float>(),
+                                    plan.n_out, potentials.data_ptr<float>(), count, grid_for(count, device),
+                                    c10::cuda::getCurrentCUDAStream()));
+  return {outputs, potentials};
+}
+
+std::tuple<at::Tensor, at::Tensor> infer_backward_cuda(at::TensorList layout, at::TensorList state,
+                                                       const at::Tensor& config, const at::Tensor& inputs,
+                                                       const at::Tensor& weights, const at::Tensor& potentials,
+                                                       const at::Tensor& grad_outputs) {
+  const c10::Device device = device_of_inputs(inputs);
+  Plan plan = make_plan(layout, state, config, device);
+  TORCH_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", plan.n_in, "]");
+  const int64_t count = inputs.size(0);
+  check_samples(inputs, count, plan.n_in, "inputs", device);
+  check_samples(potentials, count, plan.net.n_neurons, "potentials", device);
+  check_samples(grad_outputs, count, plan.n_out, "grad_outputs", device);
+  check_weights(plan, weights, device);
+  const c10::cuda::CUDAGuard guard(device);
+  at::Tensor grad_inputs = at::zeros({count, plan.n_in}, inputs.options());
+  at::Tensor grad_weights = at::zeros({plan.capacity}, weights.options());
+  const int grid = grid_for(count, device);
+  const bool shared = int64_t(plan.net.n_neurons) * int64_t(sizeof(float)) <= cuda::kMaxSharedBytes;
+  at::Tensor scratch =
+      shared ? at::Tensor() : at::empty({int64_t(grid), int64_t(plan.net.n_neurons)}, inputs.options());
+  C10_CUDA_CHECK(cuda::launch_infer_backward(
+      plan.net, potentials.data_ptr<float>(), grad_outputs.data_ptr<float>(), plan.n_out,
+      grad_inputs.data_ptr<float>(), plan.n_in, grad_weights.data_ptr<float>(),
+      shared ? nullptr : scratch.data_ptr<float>(), count, grid, c10::cuda::getCurrentCUDAStream()));
+  return {grad_inputs, grad_weights};
+}
+
+// ---- what the GPU cannot do yet ----------------------------------------------------------------
+
+[[noreturn]] void learning_not_on_gpu(const char* op) {
+  TORCH_CHECK(false, "hanami: learning on the GPU is not implemented yet (", op,
+              " has no CUDA kernel): learn on the CPU and move the cluster (cluster.cpu(), learn, "
+              "then cluster.to(\"cuda\")); on the GPU, run inference with hanami_torch.ops.infer");
+}
+
+void train_cuda(at::TensorList, at::TensorList, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                const at::Tensor&, int64_t) {
+  learning_not_on_gpu("train_");
+}
+
+void compact_cuda(at::TensorList, at::TensorList, const at::Tensor&, int64_t) {
+  learning_not_on_gpu("compact_");
+}
+
+void predict_cuda(at::TensorList, at::TensorList, const at::Tensor&, const at::Tensor&, const at::Tensor&) {
+  TORCH_CHECK(false,
+              "hanami: request mode with carried-over neuron state (predict_) is not implemented on the "
+              "GPU yet: run it on the CPU (cluster.cpu()), or use the stateless batched inference on the "
+              "GPU (hanami_torch.ops.infer: every sample from rest)");
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hanami, CUDA, m) {
+  m.impl("infer", &infer_cuda);
+  m.impl("infer_backward", &infer_backward_cuda);
+  m.impl("train_", &train_cuda);
+  m.impl("predict_", &predict_cuda);
+  m.impl("compact_", &compact_cuda);
+}
+
+}  // namespace hanami

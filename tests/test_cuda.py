@@ -1,0 +1,327 @@
+"""The CUDA backend (csrc/cuda/): the same network on the GPU as on the CPU.
+
+Every test compares the GPU against the CPU kernels on the same network: ``infer`` (outputs and
+every neuron's value) and ``infer_backward`` (input and weight gradients), on random templates, on a
+grown MNIST-size network and on a network too large for the kernels' shared-memory path. The GPU
+adds a target neuron's inputs (and a weight's per-sample gradients) with atomics, in whatever order
+the threads arrive, so results agree up to float summation order: the tests allow a relative
+difference of 1e-4 (docs/gpu.md). They also run opcheck on CUDA, several clusters on one GPU at
+once, device moves, and the clear errors of the ops the GPU does not have yet.
+
+Skipped, with the reason printed by ``pytest -rs``, on a machine without a CUDA device.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import hanami_torch
+from hanami_torch import HanamiCluster, ops, templates
+
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device (torch.cuda.is_available() is False)"
+)
+
+RTOL, ATOL = 1e-4, 1e-5  # float summation order (see the module docstring)
+
+
+def line_template(sizes, *, reduction=False, cooldown=100000000000.0, refractory=1) -> str:
+    """Bricks in a straight line: the first is the input, the last the output brick."""
+    lines = [
+        "version: 1",
+        "settings:",
+        f"    neuron_cooldown: {cooldown}",
+        f"    refractory_time: {refractory}",
+        "    max_connection_distance: 1",
+        f"    enable_reduction: {'true' if reduction else 'false'}",
+        "bricks:",
+    ]
+    for i, n in enumerate(sizes):
+        lines.append(f"    {i + 1},1,1")
+        if i == 0:
+            lines.append("        input: test_input")
+        if i == len(sizes) - 1:
+            lines.append("        output: test_output")
+        lines.append(f"        number_of_neurons: {n}")
+    return "\n".join(lines) + "\n"
+
+
+def random_samples(rows, n_in, n_out, seed, scale=100.0, silent=0.3):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(rows, n_in, generator=g) * scale
+    x[torch.rand(rows, n_in, generator=g) < silent] = 0.0  # some inputs stay inactive
+    return x, torch.rand(rows, n_out, generator=g)
+
+
+def mnist_like(rows, seed):
+    """Images shaped like MNIST's (784 pixels 0..255, about 19% of them lit) in 10 classes: each
+    class lights a fixed random blob of pixels, each sample is a noisy copy of its class's blob."""
+    blobs = torch.rand(10, 784, generator=torch.Generator().manual_seed(12345)) < 0.19
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 10, (rows,), generator=g)
+    flips = torch.rand(rows, 784, generator=g) < 0.05
+    lit = blobs[labels] ^ flips
+    x = torch.where(lit, torch.randint(1, 256, (rows, 784), generator=g).float(), torch.zeros(()))
+    return x, torch.nn.functional.one_hot(labels, 10).float()
+
+
+# (sizes, options, reduction): hidden bricks of one and of several 64-neuron blocks, compat mode,
+# reduction (empty slots inside sections) with Adagrad and a larger input fan-in
+RANDOM_NETWORKS = {
+    "small": ([25, 128, 128, 5], {}, False),
+    "uneven": ([37, 300, 70, 11], {"input_fan_in": 3}, False),
+    "compat": ([25, 128, 128, 5], {"compat": True}, False),
+    "reduction-adagrad": ([40, 200, 9], {"optimizer": "adagrad", "input_fan_in": 4}, True),
+}
+
+
+def grown(template, samples, *, seed=3, **options) -> HanamiCluster:
+    cluster = HanamiCluster(template, seed=seed, **options)
+    cluster.learn_many(*samples)
+    return cluster
+
+
+def on_gpu(cluster: HanamiCluster) -> HanamiCluster:
+    return copy.deepcopy(cluster).to("cuda")
+
+
+def infer(cluster, x, weights=None):
+    weights = cluster.syn_weight if weights is None else weights
+    return torch.ops.hanami.infer(cluster._layout(), cluster._state(), cluster.config, x, weights, cluster.n_outputs)
+
+
+def infer_backward(cluster, x, potentials, grad_outputs):
+    return torch.ops.hanami.infer_backward(
+        cluster._layout(), cluster._state(), cluster.config, x, cluster.syn_weight, potentials, grad_outputs
+    )
+
+
+def assert_close(gpu: torch.Tensor, cpu: torch.Tensor, what: str, atol: float = ATOL) -> None:
+    assert gpu.is_cuda, f"{what} should be on the GPU"
+    assert gpu.shape == cpu.shape and gpu.dtype == cpu.dtype, what
+    gpu = gpu.cpu()
+    diff = (gpu - cpu).abs()
+    bad = ~(diff <= atol + RTOL * cpu.abs())
+    assert not bool(bad.any()), (
+        f"{what}: {int(bad.sum())} of {bad.numel()} entries differ beyond rtol={RTOL}, atol={atol:g}; "
+        f"largest difference {float(diff.max()):.3g}"
+    )
+
+
+def check_infer_and_gradients(cpu: HanamiCluster, x: torch.Tensor, seed: int) -> None:
+    """infer and infer_backward on the GPU against the CPU, for one network and batch."""
+    gpu = on_gpu(cpu)
+    out_cpu, pot_cpu = infer(cpu, x)
+    out_gpu, pot_gpu = infer(gpu, x.cuda())
+    assert bool((out_cpu > 0).any()), "the test network should produce outputs"
+    assert_close(out_gpu, out_cpu, "outputs")
+    assert_close(pot_gpu, pot_cpu, "potentials")
+    g = torch.Generator().manual_seed(seed)
+    grad_out = torch.randn(x.shape[0], cpu.n_outputs, generator=g)
+    # the same potentials on both sides: the backward pass is compared on its own
+    gin_cpu, gw_cpu = infer_backward(cpu, x, pot_cpu, grad_out)
+    gin_gpu, gw_gpu = infer_backward(gpu, x.cuda(), pot_cpu.cuda(), grad_out.cuda())
+    assert bool((gw_cpu != 0).any()), "the test network should have weight gradients"
+    assert_close(gin_gpu, gin_cpu, "grad_inputs", atol=ATOL * max(1.0, float(gin_cpu.abs().max())))
+    assert_close(gw_gpu, gw_cpu, "grad_weights", atol=ATOL * max(1.0, float(gw_cpu.abs().max())))
+    # the GPU changes nothing in the network
+    for name in ops.LAYOUT + ops.STATE:
+        assert torch.equal(getattr(gpu, name).cpu(), getattr(cpu, name)), name
+
+
+def test_the_extension_has_cuda_kernels():
+    for op in ("infer", "infer_backward", "train_", "predict_", "compact_"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"hanami::{op}", "CUDA"), (
+            f"hanami::{op} has no CUDA kernel: build the extension with HANAMI_CUDA=1 (docs/gpu.md)"
+        )
+
+
+@pytest.mark.parametrize("name", sorted(RANDOM_NETWORKS))
+def test_random_networks_match_the_cpu(name):
+    sizes, options, reduction = RANDOM_NETWORKS[name]
+    template = line_template(sizes, reduction=reduction)
+    cpu = grown(template, random_samples(400, sizes[0], sizes[-1], seed=1), **options)
+    x, _ = random_samples(96, sizes[0], sizes[-1], seed=2, scale=40.0)
+    check_infer_and_gradients(cpu, x, seed=3)
+
+
+@pytest.fixture(scope="module")
+def mnist_size():
+    """The MNIST template grown on the CPU from 3000 MNIST-like images."""
+    return grown(templates.MNIST, mnist_like(3000, seed=0), seed=0)
+
+
+def test_grown_mnist_size_network_matches_the_cpu(mnist_size):
+    assert mnist_size.stats()["synapses"] > 10_000
+    x, _ = mnist_like(512, seed=1)
+    check_infer_and_gradients(mnist_size, x, seed=4)
+
+
+def test_network_too_large_for_shared_memory_matches_the_cpu():
+    # 30,000 neurons (120 KB of values per sample) take the kernels' global-memory path
+    template = line_template([50, 29945, 5])
+    cpu = grown(template, random_samples(60, 50, 5, seed=5), seed=1)
+    assert cpu.potential.numel() * 4 > 96 * 1024
+    x, _ = random_samples(40, 50, 5, seed=6, scale=40.0)
+    check_infer_and_gradients(cpu, x, seed=7)
+
+
+def test_a_network_without_sections_outputs_zeros():
+    cluster = HanamiCluster(templates.TABLE, seed=0).to("cuda")
+    x, _ = random_samples(8, 25, 5, seed=8)
+    out, potentials = infer(cluster, x.cuda())
+    assert torch.equal(out.cpu(), torch.zeros(8, 5))
+    assert torch.equal(potentials[:, :25].cpu(), x)  # input neurons hold their raw values
+    assert torch.equal(potentials[:, 25:].cpu(), torch.zeros(8, potentials.shape[1] - 25))
+
+
+def test_autograd_through_infer_on_the_gpu(mnist_size):
+    x, y = mnist_like(64, seed=9)
+    results = {}
+    for device, cluster in (("cpu", mnist_size), ("cuda", on_gpu(mnist_size))):
+        xd = x.to(device).clone().requires_grad_(True)  # a leaf of its own on each device
+        w = cluster.syn_weight.clone().requires_grad_(True)
+        out = ops.infer(cluster._layout(), cluster._state(), cluster.config, xd, w, cluster.n_outputs)
+        loss = torch.nn.functional.mse_loss(out, y.to(device), reduction="sum")
+        loss.backward()
+        results[device] = (out.detach(), xd.grad, w.grad)
+    for what, gpu, cpu in zip(("outputs", "grad x", "grad w"), results["cuda"], results["cpu"]):
+        assert_close(gpu, cpu, what, atol=ATOL * max(1.0, float(cpu.abs().max())))
+    assert bool((results["cuda"][2] != 0).any())
+
+
+def test_several_clusters_on_one_gpu_at_once(mnist_size):
+    """Clusters of different shapes infer concurrently on their own CUDA streams; each gets what
+    it gets alone on the CPU."""
+    table = grown(templates.TABLE, random_samples(300, 25, 5, seed=10))
+    other = grown(line_template([37, 300, 70, 11]), random_samples(300, 37, 11, seed=11), seed=5)
+    jobs = [
+        (mnist_size, mnist_like(256, seed=12)[0]),
+        (table, random_samples(256, 25, 5, seed=13)[0]),
+        (other, random_samples(256, 37, 11, seed=14)[0]),
+        (mnist_size, mnist_like(256, seed=15)[0]),  # the same network twice
+    ]
+    gpus = [on_gpu(cluster) for cluster, _ in jobs]
+    inputs = [x.cuda() for _, x in jobs]
+    streams = [torch.cuda.Stream() for _ in jobs]
+    results = []
+    current = torch.cuda.current_stream()
+    for gpu, x, stream in zip(gpus, inputs, streams):
+        stream.wait_stream(current)
+        with torch.cuda.stream(stream):
+            results.append(infer(gpu, x))
+    torch.cuda.synchronize()
+    for (cluster, x), (out, potentials) in zip(jobs, results):
+        expected_out, expected_potentials = infer(cluster, x)
+        assert_close(out, expected_out, "outputs")
+        assert_close(potentials, expected_potentials, "potentials")
+
+
+def test_device_moves_keep_the_network():
+    cpu = grown(templates.TABLE, random_samples(200, 25, 5, seed=16))
+    before = {name: t.clone() for name, t in cpu.state_dict().items()}
+    gpu = copy.deepcopy(cpu).to("cuda")
+    for name in ops.LAYOUT + ops.STATE + ("config",):
+        tensor = getattr(gpu, name)
+        assert tensor.is_cuda and tensor.dtype == getattr(cpu, name).dtype, name
+    # dtype casts leave the network alone, also together with a move
+    assert gpu.double() is gpu and gpu.half() is gpu
+    both = copy.deepcopy(cpu).to("cuda", torch.float64)
+    assert both.syn_weight.is_cuda and both.syn_weight.dtype == torch.float32
+    assert copy.deepcopy(cpu).cuda().sec_block.is_cuda
+    back = gpu.to("cpu")
+    for name, tensor in back.state_dict().items():
+        assert tensor.device.type == "cpu" and torch.equal(tensor, before[name]), name
+    # the moved-back cluster learns on the CPU like the original
+    x, y = random_samples(20, 25, 5, seed=17)
+    assert torch.equal(back.learn_many(x, y), cpu.learn_many(x, y))
+
+
+@pytest.mark.parametrize(
+    "util", ["test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic"]
+)
+def test_opcheck_infer_on_cuda(util):
+    gpu = on_gpu(grown(templates.TABLE, random_samples(300, 25, 5, seed=20)))
+    x, _ = random_samples(8, 25, 5, seed=21, scale=30.0)
+    w = gpu.syn_weight.clone().requires_grad_(True)
+    args = (gpu._layout(), gpu._state(), gpu.config, x.cuda().requires_grad_(True), w, gpu.n_outputs)
+    torch.library.opcheck(torch.ops.hanami.infer, args, test_utils=util)
+
+
+@pytest.mark.parametrize("util", ["test_schema", "test_faketensor", "test_aot_dispatch_dynamic"])
+def test_opcheck_infer_backward_on_cuda(util):
+    gpu = on_gpu(grown(templates.TABLE, random_samples(300, 25, 5, seed=22)))
+    x, _ = random_samples(8, 25, 5, seed=23, scale=30.0)
+    x = x.cuda()
+    _, potentials = infer(gpu, x)
+    args = (gpu._layout(), gpu._state(), gpu.config, x, gpu.syn_weight, potentials, torch.rand(8, 5, device="cuda"))
+    torch.library.opcheck(torch.ops.hanami.infer_backward, args, test_utils=util)
+
+
+def test_gpu_cluster_refuses_what_it_cannot_do_with_clear_errors():
+    gpu = on_gpu(grown(templates.TABLE, random_samples(200, 25, 5, seed=18)))
+    x, y = random_samples(4, 25, 5, seed=19)
+    with pytest.raises(RuntimeError, match="learning on the GPU is not implemented yet"):
+        gpu.learn_many(x.cuda(), y.cuda())
+    with pytest.raises(RuntimeError, match="learning on the GPU is not implemented yet"):
+        gpu.compact()
+    with pytest.raises(RuntimeError, match="not implemented on the GPU yet"):
+        torch.ops.hanami.predict_(gpu._layout(), gpu._state(), gpu.config, x.cuda(), torch.empty(4, 5, device="cuda"))
+    with pytest.raises(ValueError, match="runs on cuda"):
+        gpu.learn_many(x, y)  # CPU tensors for a GPU cluster
+    with pytest.raises(RuntimeError, match="inputs must be on a CUDA device"):
+        infer(gpu, x)
+
+
+# Run in a child process: on the GPU machine these errors once crashed the process (a segmentation
+# fault while the error propagated), and a crash must fail this test, not end the test session.
+BAD_ARGUMENTS = r"""
+import sys
+import torch
+from hanami_torch import HanamiCluster, ops, templates
+
+g = torch.Generator().manual_seed(25)
+x = torch.rand(200, 25, generator=g) * 100
+y = torch.rand(200, 5, generator=g)
+cpu = HanamiCluster(templates.TABLE, seed=3)
+cpu.learn_many(x, y)
+gpu = cpu.to("cuda")
+x = x[:4].cuda()
+layout, state, config, w = gpu._layout(), gpu._state(), gpu.config, gpu.syn_weight
+
+
+def expect(name, message, call):
+    try:
+        call()
+    except RuntimeError as error:
+        print(("ok " if message in str(error) else "wrong-message ") + name, flush=True)
+    else:
+        print("no-error " + name, flush=True)
+
+
+infer = torch.ops.hanami.infer
+expect("n_outputs", "n_outputs", lambda: infer(layout, state, config, x, w, 3))
+expect("weights", "weights must be a float32 vector", lambda: infer(layout, state, config, x, w[:-1].clone(), 5))
+expect("inputs", "inputs must be", lambda: infer(layout, state, config, x[:, :7].contiguous(), w, 5))
+_, potentials = infer(layout, state, config, x, w, 5)
+expect("potentials", "potentials must be", lambda: torch.ops.hanami.infer_backward(
+    layout, state, config, x, w, potentials[:, :3].contiguous(), torch.ones(4, 5, device="cuda")))
+broken = list(state)
+broken[ops.STATE.index("sec_block")] = torch.full_like(gpu.sec_block, 10**6)
+expect("sec_block", "sec_block holds an invalid block", lambda: infer(layout, broken, config, x, w, 5))
+"""
+
+
+def test_infer_on_the_gpu_rejects_bad_arguments():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(hanami_torch.__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-c", BAD_ARGUMENTS], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, f"the child process ended with {result.returncode}:\n{result.stdout}\n{result.stderr[-3000:]}"
+    lines = result.stdout.split("\n")[:-1]
+    assert lines == [f"ok {name}" for name in ("n_outputs", "weights", "inputs", "potentials", "sec_block")], result.stdout
