@@ -629,9 +629,10 @@ class HanamiCluster(nn.Module):
             self.syn_accum = moved(self.syn_accum, 0.0)
 
     def _samples(self, data, width: int, bricks, what: str) -> torch.Tensor:
-        """Turns user data into a contiguous float32 CPU tensor ``[B, width]``, or raises ValueError."""
+        """Turns user data into a contiguous float32 tensor ``[B, width]`` on the cluster's device, or
+        raises ValueError."""
         if isinstance(data, Mapping):
-            data = _join_bricks(data, bricks, what)
+            data = _join_bricks(data, bricks, what, self.syn_weight.device)
         if isinstance(data, np.ndarray):
             if data.dtype.kind not in "biuf":
                 raise ValueError(f"{what} must hold real numbers, got a numpy array of {data.dtype}")
@@ -699,7 +700,7 @@ def _layout(template: Template) -> tuple[np.ndarray, np.ndarray]:
     return brick_info, np.asarray(blocks, dtype=np.int32).reshape(-1, 3)
 
 
-def _join_bricks(data: Mapping, bricks, what: str):
+def _join_bricks(data: Mapping, bricks, what: str, device: torch.device):
     names = [b.name for b in bricks]
     unknown = sorted(set(data) - set(names))
     if unknown:
@@ -716,11 +717,10 @@ def _join_bricks(data: Mapping, bricks, what: str):
             part = torch.as_tensor(part)
         except (TypeError, ValueError, RuntimeError) as error:
             raise ValueError(f"{what}[{brick.name!r}] must be a tensor or an array: {error}") from None
-        if part.device.type != "cpu":
-            raise ValueError(
-                f"{what}[{brick.name!r}] is on {part.device} but this cluster runs on the CPU; "
-                "pass CPU tensors (x.cpu())"
-            )
+        if part.device != device:
+            where, hint = ("the CPU", "pass CPU tensors (x.cpu())") if device.type == "cpu" else (
+                str(device), f"pass tensors on that device (x.to({str(device)!r}))")
+            raise ValueError(f"{what}[{brick.name!r}] is on {part.device} but this cluster runs on {where}; {hint}")
         if part.dtype == torch.bool or part.is_complex():
             raise ValueError(f"{what}[{brick.name!r}] must hold real numbers, got {part.dtype}")
         if part.dim() == 1:
