@@ -12,9 +12,14 @@ extern "C" PyObject* PyInit__C(void) {
 
 TORCH_LIBRARY(hanami, m) {
   // Online learning over inputs[start:]; stops early (see state counters) when the arena must grow.
+  // `pending` is empty (online: every sample moves the weights) or float32 [capacity]: each
+  // synapse's summed delta, applied at the end of every batch_size rows counted from row 0 and
+  // after the last row (see "Batches" in csrc/cpu/engine.h). It must start at zero and travel
+  // with the arena when Python grows it between calls of one batch; on return the sum of every
+  // live synapse is 0 again (slots that no section owns may keep stale values).
   m.def(
       "train_(Tensor[] layout, Tensor(a!)[] state, Tensor config, Tensor inputs, Tensor targets, "
-      "Tensor(b!) outputs, int start) -> ()");
+      "Tensor(b!) outputs, int start, Tensor(c!) pending, int batch_size) -> ()");
   // Request mode: forward passes in order, without growth; neuron state carries over.
   m.def(
       "predict_(Tensor[] layout, Tensor(a!)[] state, Tensor config, Tensor inputs, "

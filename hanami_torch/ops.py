@@ -62,14 +62,21 @@ NO_SECTION, PENDING_SECTION = -1, -2
 EMPTY_TARGET = 0xFF
 
 
-def train_(layout, state, config, inputs, targets, outputs, start: int) -> None:
+def train_(layout, state, config, inputs, targets, outputs, start: int, pending=None, batch_size: int = 1) -> None:
     """Online learning, one Hanami cycle per row of ``inputs`` from row ``start`` on.
 
     ``inputs`` float32 ``[B, n_inputs]`` (raw values), ``targets`` float32 ``[B, n_outputs]``,
     ``outputs`` float32 ``[B, n_outputs]`` receives each sample's output before its update.
     ``state[counters][4]`` tells how many rows are done (less than B when the arena must grow).
+
+    ``pending`` (None: empty) is a float32 ``[capacity]`` tensor of zeros for batches: the weight
+    steps are then summed per synapse and applied at the end of every ``batch_size`` rows counted
+    from row 0, and after the last row (docs/api.md, "Batches"). When the call stops early it
+    holds the sums of the unfinished batch: grow it with the arena and pass it again.
     """
-    torch.ops.hanami.train_(list(layout), list(state), config, inputs, targets, outputs, start)
+    if pending is None:
+        pending = torch.empty(0, dtype=torch.float32)
+    torch.ops.hanami.train_(list(layout), list(state), config, inputs, targets, outputs, start, pending, batch_size)
 
 
 def predict_(layout, state, config, inputs, outputs) -> None:
@@ -83,7 +90,7 @@ def compact_(layout, state, config, slack: int) -> None:
 
 
 @torch.library.register_fake("hanami::train_")
-def _train_fake(layout, state, config, inputs, targets, outputs, start):
+def _train_fake(layout, state, config, inputs, targets, outputs, start, pending, batch_size):
     # The checks the C++ kernel makes on metadata alone (the sizes of the bricks are data, so the
     # widths of inputs and targets are checked only when the kernel runs). Nothing is returned:
     # the op only mutates state and outputs, whose shapes never change.
@@ -97,6 +104,14 @@ def _train_fake(layout, state, config, inputs, targets, outputs, start):
     torch._check(outputs.shape == targets.shape, lambda: "hanami: outputs must be shaped like targets")
     torch._check(0 <= start, lambda: "hanami: start out of range")
     torch._check(start <= inputs.shape[0], lambda: "hanami: start out of range")
+    torch._check(batch_size >= 1, lambda: f"hanami: batch_size must be at least 1, got {batch_size}")
+    torch._check(pending.dtype == torch.float32 and pending.dim() == 1,
+                 lambda: "hanami: pending must be a float32 [capacity] tensor")
+    if pending.shape[0] != 0:
+        capacity = state[STATE.index("syn_weight")].shape[0]
+        torch._check(pending.shape[0] == capacity, lambda: "hanami: pending must be empty (online learning) or as large as the arena")
+    else:
+        torch._check(batch_size == 1, lambda: "hanami: batch_size > 1 needs a pending tensor as large as the arena")
 
 
 @torch.library.register_fake("hanami::predict_")

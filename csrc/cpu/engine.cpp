@@ -67,6 +67,7 @@ Engine::Engine(const ClusterView& view, const Config& config) : v_(view), cfg_(c
         *positive_of(v_.brick_first_block(b), i) = v_.potential[v_.brick_start(b) + i] > 0.0f;
   }
   slot_value_.assign(n_sections, 0.0f);
+  if (v_.syn_pending) batch_marked_.assign(n_sections, 0);
   lanes_.resize(std::max(1, cfg_.threads));
   for (Lane& lane : lanes_) lane.visits.assign(v_.n_bricks, {});
 }
@@ -98,6 +99,8 @@ void Engine::ensure_reserve(int32_t s) {
     std::memcpy(v_.syn_target + start, v_.syn_target + old, len);
     if (v_.syn_counter) std::memcpy(v_.syn_counter + start, v_.syn_counter + old, len);
     if (v_.syn_accum) std::memcpy(v_.syn_accum + start, v_.syn_accum + old, len * sizeof(float));
+    if (v_.syn_pending)
+      std::memcpy(v_.syn_pending + start, v_.syn_pending + old, len * sizeof(float));
   }
   v_.counters[kGarbage] += cap;
   v_.sec_start[s] = int32_t(start);
@@ -116,6 +119,7 @@ bool Engine::compact(int slack) {
   std::vector<float> weight(total), upper(total);
   std::vector<uint8_t> target(total, kEmptyTarget), counter(v_.syn_counter ? total : 0, 0);
   std::vector<float> accum(v_.syn_accum ? total : 0, 0.0f);
+  std::vector<float> pending(v_.syn_pending ? total : 0, 0.0f);
   int64_t top = 0;
   for (int32_t s : order) {
     const int len = v_.sec_len[s];
@@ -125,6 +129,7 @@ bool Engine::compact(int slack) {
     std::copy_n(v_.syn_target + old, len, target.begin() + top);
     if (v_.syn_counter) std::copy_n(v_.syn_counter + old, len, counter.begin() + top);
     if (v_.syn_accum) std::copy_n(v_.syn_accum + old, len, accum.begin() + top);
+    if (v_.syn_pending) std::copy_n(v_.syn_pending + old, len, pending.begin() + top);
     v_.sec_start[s] = int32_t(top);
     v_.sec_cap[s] = uint8_t(reserve_for(len, slack));
     top += v_.sec_cap[s];
@@ -134,6 +139,7 @@ bool Engine::compact(int slack) {
   std::copy(target.begin(), target.end(), v_.syn_target);
   if (v_.syn_counter) std::copy(counter.begin(), counter.end(), v_.syn_counter);
   if (v_.syn_accum) std::copy(accum.begin(), accum.end(), v_.syn_accum);
+  if (v_.syn_pending) std::copy(pending.begin(), pending.end(), v_.syn_pending);
   v_.counters[kArenaTop] = top;
   v_.counters[kGarbage] = 0;
   v_.counters[kNeedy] = 0;
@@ -347,6 +353,7 @@ int32_t Engine::create_synapse(Lane& lane, int32_t s, int k, float p_above, floa
   for (int j = k + 1; j < len; ++j) v_.syn_upper[base + j] = v_.syn_upper[base + j] + shift;
   if (v_.syn_counter) v_.syn_counter[base + k] = kCounterStart;
   if (v_.syn_accum) v_.syn_accum[base + k] = 0.0f;
+  if (v_.syn_pending) v_.syn_pending[base + k] = 0.0f;
   if (k >= len) v_.sec_len[s] = uint8_t(k + 1);
   lane.synapses_created += 1;
   return v_.syn_target[base + k];
@@ -390,6 +397,7 @@ int32_t Engine::walk_train(Lane& lane, int32_t s, float potential, float* block_
             target[k + 1] = kEmptyTarget;
             if (v_.syn_counter) v_.syn_counter[base + k + 1] = 0;
             if (v_.syn_accum) v_.syn_accum[base + k + 1] = 0.0f;
+            if (v_.syn_pending) v_.syn_pending[base + k + 1] = 0.0f;
             v_.sec_len[s] = uint8_t(len + 1);
           }
           b = upper[k] - lower;
@@ -679,6 +687,29 @@ void Engine::backward(Team* team) {
   for (Lane& lane : lanes_)
     for (const auto& visits : lane.visits)
       for (const Visit& visit : visits) slot_value_[visit.section] = 0.0f;
+  if (v_.syn_pending)
+    for (Lane& lane : lanes_)
+      for (const auto& visits : lane.visits)
+        for (const Visit& visit : visits) mark_for_batch(visit.section);
+}
+
+void Engine::mark_for_batch(int32_t s) {
+  if (batch_marked_[s]) return;
+  batch_marked_[s] = 1;
+  batch_sections_.push_back(s);
+}
+
+// The end of a batch: only the sections the batch walked (or, after a resumed call, every live
+// one) can hold pending sums, at their slots 0..len-1; a freed section has len 0.
+void Engine::flush_batch() {
+  for (int32_t s : batch_sections_) {
+    batch_marked_[s] = 0;
+    if (v_.sec_block[s] < 0) continue;
+    const int64_t base = v_.sec_start[s];
+    batch_apply(v_.syn_weight + base, v_.syn_accum ? v_.syn_accum + base : nullptr,
+                v_.syn_pending + base, v_.sec_len[s], cfg_.learning_rate);
+  }
+  batch_sections_.clear();
 }
 
 // Deltas are read without branches: a block's delta row has 256 entries, so the empty marker 0xFF
@@ -703,7 +734,13 @@ void Engine::backward_visits(int b, Lane& lane) {
       }
     }
     const bool source_is_input = v_.brick_kind(neuron_brick(s / kSectionsPerNeuron)) == kInput;
-    if (v_.syn_accum) {
+    if (v_.syn_pending) {  // batches: the step waits for the end of the batch (engine.h)
+      float* __restrict pending = v_.syn_pending + base;
+      if (source_is_input)
+        batch_accumulate(pending, target, delta, reached_slots);
+      else
+        slot_value_[s] = batch_accumulate_with_sum(pending, weight, target, delta, reached_slots);
+    } else if (v_.syn_accum) {
       slot_value_[s] = adagrad_step_with_sum(weight, v_.syn_accum + base, target, delta,
                                              reached_slots, lr);
     } else if (source_is_input) {
@@ -729,6 +766,7 @@ void Engine::reduce() {
       uint8_t* target = v_.syn_target + base;
       uint8_t* counter = v_.syn_counter + base;
       float* accum = v_.syn_accum ? v_.syn_accum + base : nullptr;  // moves with its synapse
+      float* pending = v_.syn_pending ? v_.syn_pending + base : nullptr;  // so does a batch sum
       int len = v_.sec_len[s];
       int live = 0;
       if (!cfg_.compat) {
@@ -754,6 +792,7 @@ void Engine::reduce() {
           target[kept] = target[k];
           counter[kept] = counter[k];
           if (accum) accum[kept] = accum[k];
+          if (pending) pending[kept] = pending[k];
           ++kept;
         }
         len = kept;
@@ -784,12 +823,17 @@ void Engine::reduce() {
               accum[k] = accum[k + 1];
               accum[k + 1] = 0.0f;
             }
+            if (pending) {
+              pending[k] = pending[k + 1];
+              pending[k + 1] = 0.0f;
+            }
           } else {
             border[k] = 0.0f;
             weight[k] = 0.0f;
             target[k] = kEmptyTarget;
             counter[k] = 0;
             if (accum) accum[k] = 0.0f;
+            if (pending) pending[k] = 0.0f;
           }
         }
         float running = 0.0f;
@@ -815,11 +859,17 @@ void Engine::reduce() {
 // ---- drivers -----------------------------------------------------------------------------------
 
 int64_t Engine::train(const float* inputs, int64_t n_inputs, const float* targets,
-                      int64_t n_outputs, float* outputs, int64_t start, int64_t count) {
+                      int64_t n_outputs, float* outputs, int64_t start, int64_t count,
+                      int64_t batch_size) {
   // A team pays off only over many samples; one sample per call stays on the calling thread.
   std::unique_ptr<Team> team;
   if (int(lanes_.size()) > 1 && count - start >= 64) team = std::make_unique<Team>(int(lanes_.size()));
   TeamChooser chooser(team.get());
+  if (v_.syn_pending && start % batch_size != 0) {
+    // resumed in the middle of a batch: an earlier call left sums somewhere in the arena
+    for (int g = 0; g < v_.n_blocks; ++g)
+      for (int32_t s : block_sections_[g]) mark_for_batch(s);
+  }
   for (int64_t i = start; i < count; ++i) {
     Team* helpers = chooser.before_sample(i);
     // sample boundary: the only place where the arena is compacted
@@ -838,6 +888,7 @@ int64_t Engine::train(const float* inputs, int64_t n_inputs, const float* target
     backward(helpers);
     v_.counters[kStep] = step_ + 1;
     if (cfg_.reduction && v_.counters[kStep] % kReductionInterval == 0) reduce();
+    if (v_.syn_pending && ((i + 1) % batch_size == 0 || i + 1 == count)) flush_batch();
   }
   return count;
 }

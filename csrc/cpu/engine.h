@@ -49,6 +49,7 @@ struct ClusterView {
   uint8_t* syn_target = nullptr;
   uint8_t* syn_counter = nullptr;  // null when reduction is off
   float* syn_accum = nullptr;      // null without Adagrad
+  float* syn_pending = nullptr;    // batches: summed deltas of the current batch; null online
   int64_t capacity = 0;
   int64_t* counters = nullptr;
 
@@ -95,14 +96,36 @@ struct alignas(128) Lane {
 
 class Team;
 
+// Batches (learn_many(batch_size=B); a CUDA backend must implement the same semantics):
+//
+// Samples still run one full cycle each, in row order, and the forward pass with its growth
+// (walks, new synapses and sections, splits, chain extension, reduction every 100 steps) is the
+// online one. Only the weight step of Hanami's rule is deferred:
+//  * the backward pass adds each reached synapse's delta (the delta of its target neuron) to the
+//    synapse's pending sum in syn_pending instead of moving the weight; the pending sums are
+//    float32, start at +0 and are added in sample order;
+//  * everything that reads weights inside a batch (forward contributions, the hidden neurons'
+//    slot sums, reduction's usefulness counts) sees them as they were at the start of the batch;
+//    a synapse created inside the batch has its initial weight;
+//  * at the end of each run of B samples, counted from row 0 of the op's inputs, and after the
+//    last row, every synapse moves once by its summed delta S (after that sample's reduction, if
+//    any): SGD w = w - lr * S; Adagrad accum = accum + S * S, w = w - lr * S / (sqrt(accum) +
+//    eps), i.e. adagrad_weight with S. Then S = 0. A sum of one delta is that delta, so B = 1 is
+//    online learning;
+//  * pending sums move with their synapses (arena relocation, compaction, reduction); a new
+//    synapse or slot starts at 0; a synapse that reduction deletes loses its sum.
+// syn_pending is null for online learning (B = 1 without it takes the plain, vectorised update).
+// The op may stop early for a full arena in the middle of a batch: the sums stay in syn_pending,
+// which Python carries into the larger arena, and the call from `start` continues the same batch.
 class Engine {
  public:
   Engine(const ClusterView& view, const Config& config);
 
   // Online learning over samples [start, count): one cycle each. Returns the index of the first
-  // sample not done: == count, or earlier when the synapse arena must grow first.
+  // sample not done: == count, or earlier when the synapse arena must grow first. With
+  // syn_pending the weight steps are summed over batches of `batch_size` rows (see above).
   int64_t train(const float* inputs, int64_t n_inputs, const float* targets, int64_t n_outputs,
-                float* outputs, int64_t start, int64_t count);
+                float* outputs, int64_t start, int64_t count, int64_t batch_size = 1);
 
   // Request mode: forward passes without growth; neuron state carries over like in Hanami.
   void predict(const float* inputs, int64_t n_inputs, float* outputs, int64_t n_outputs,
@@ -125,6 +148,9 @@ class Engine {
   void create_requested_sections();
   void backward(Team* team);
   void reduce();
+  // batches: remembers the sections whose slots may hold pending sums; applies them all
+  void mark_for_batch(int32_t section);
+  void flush_batch();
 
   // sections
   int32_t neuron_brick(int32_t neuron) const { return neuron_brick_[neuron]; }
@@ -178,6 +204,8 @@ class Engine {
   std::vector<int32_t> request_candidates_;         // compat mode: neurons whose flag may be set
   std::vector<int32_t> pending_sections_;           // default mode: freed by reduction
   std::vector<std::vector<uint64_t>> connection_use_;  // compat: [bricks][connection blocks]
+  std::vector<uint8_t> batch_marked_;               // batches: [neurons*8] section is in the list
+  std::vector<int32_t> batch_sections_;             // batches: sections with pending sums
 };
 
 }  // namespace hanami

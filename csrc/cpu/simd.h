@@ -148,6 +148,59 @@ inline float adagrad_step_with_sum(float* weight, float* accum, const uint8_t* t
   return lane_total(lanes);
 }
 
+// Batches: pending[k] += delta[target[k]] for the first `count` slots; the weights stay.
+inline void batch_accumulate(float* pending, const uint8_t* target, const float* delta, int count) {
+#ifdef HANAMI_AVX512
+  for (int k = 0; k < count; k += 16) {
+    const int lanes = count - k < 16 ? count - k : 16;
+    const __mmask16 valid = static_cast<__mmask16>((1u << lanes) - 1u);
+    const __m512i index = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(valid, target + k));
+    const __m512 d = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, index, delta, 4);
+    const __m512 sum = _mm512_add_ps(_mm512_maskz_loadu_ps(valid, pending + k), d);
+    _mm512_mask_storeu_ps(pending + k, valid, sum);
+  }
+#else
+  for (int k = 0; k < count; ++k) pending[k] = pending[k] + delta[target[k]];
+#endif
+}
+
+// Like batch_accumulate, and also returns the section's backward sum of delta * weight in the
+// lane order of lane_total (the same value sgd_step_with_sum returns for these weights).
+inline float batch_accumulate_with_sum(float* pending, const float* weight, const uint8_t* target,
+                                       const float* delta, int count) {
+  alignas(64) float lanes[kSumLanes];
+#ifdef HANAMI_AVX512
+  __m512 acc = _mm512_setzero_ps();
+  for (int k = 0; k < count; k += 16) {
+    const SlotChunk chunk = load_chunk(weight, target, delta, k, count);
+    const __mmask16 valid = chunk.valid;
+    acc = _mm512_add_ps(acc, _mm512_mul_ps(chunk.delta, chunk.weight));
+    const __m512 sum = _mm512_add_ps(_mm512_maskz_loadu_ps(valid, pending + k), chunk.delta);
+    _mm512_mask_storeu_ps(pending + k, valid, sum);
+  }
+  _mm512_store_ps(lanes, acc);
+#else
+  for (int i = 0; i < kSumLanes; ++i) lanes[i] = 0.0f;
+  for (int k = 0; k < count; ++k) {
+    const float d = delta[target[k]];
+    lanes[k % kSumLanes] = lanes[k % kSumLanes] + d * weight[k];
+    pending[k] = pending[k] + d;
+  }
+#endif
+  return lane_total(lanes);
+}
+
+// End of a batch: every slot moves once by its summed delta, which becomes 0 (accum: Adagrad's
+// sums, null for SGD).
+inline void batch_apply(float* weight, float* accum, float* pending, int count, float lr) {
+  if (accum) {
+    for (int k = 0; k < count; ++k) weight[k] = adagrad_weight(weight[k], accum + k, pending[k], lr);
+  } else {
+    for (int k = 0; k < count; ++k) weight[k] = updated_weight(weight[k], pending[k], lr);
+  }
+  for (int k = 0; k < count; ++k) pending[k] = 0.0f;
+}
+
 // hidden_activation (log2(1 + v)) for n values at once: the same double operations as the scalar
 // rules, eight lanes at a time (getmant/getexp are frexp, exactly).
 inline void hidden_activation_batch(const float* v, float* out, int n) {
