@@ -235,12 +235,18 @@ class HanamiCluster(nn.Module):
         return out
 
     @torch.no_grad()
-    def learn_many(self, inputs, targets, *, progress: bool = False, compact: bool = True) -> torch.Tensor:
+    def learn_many(
+        self, inputs, targets, *, batch_size: int = 1, progress: bool = False, compact: bool = True
+    ) -> torch.Tensor:
         """Online learning, one sample per step in row order (Hanami's training task).
 
         Args:
             inputs: ``[B, n_inputs]`` raw values, or a dict by input-brick name.
             targets: ``[B, n_outputs]`` wanted outputs (one-hot for classes), or a dict by name.
+            batch_size: 1 (online: every sample moves the weights) or more: every sample still
+                runs its own cycle and grows the network as online, but the weight steps are
+                summed per synapse and applied once at the end of each run of ``batch_size``
+                rows and after the last row (see "Batches" in docs/api.md).
             progress: show a progress bar (the samples then run in chunks of C++ calls).
             compact: pack the synapse arena afterwards (when B > 1), freeing its spare room.
                 Callers that learn in many chunks pass False and call :meth:`compact` at the
@@ -248,13 +254,15 @@ class HanamiCluster(nn.Module):
         Returns:
             ``[B, n_outputs]``: each sample's output as computed before its own update.
         """
+        batch_size = _batch_size(batch_size)
         x = self._samples(inputs, self.n_inputs, self.template.input_bricks, "inputs")
         y = self._samples(targets, self.n_outputs, self.template.output_bricks, "targets")
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"inputs have {x.shape[0]} rows but targets have {y.shape[0]}")
         out = torch.empty_like(y)
-        for lo, hi in _chunks(x.shape[0], progress, "learn"):
-            self._train(x[lo:hi], y[lo:hi], out[lo:hi])
+        # progress chunks hold whole batches: batches count from the first row of this call
+        for lo, hi in _chunks(x.shape[0], progress, "learn", multiple=batch_size):
+            self._train(x[lo:hi], y[lo:hi], out[lo:hi], batch_size)
         if compact and x.shape[0] > 1:
             self.compact()
         return out
@@ -265,7 +273,9 @@ class HanamiCluster(nn.Module):
         return self.learn_many(_one(x), _one(y))[0]
 
     @torch.no_grad()
-    def learn_stream(self, stream, *, chunk_size: int = 1024, progress: bool = False, on_chunk=None) -> dict:
+    def learn_stream(
+        self, stream, *, chunk_size: int | None = None, batch_size: int = 1, progress: bool = False, on_chunk=None
+    ) -> dict:
         """Online learning from an iterable of samples ``(x, y)`` or chunks ``(X, Y)``, which may
         be endless (a sensor, :class:`hanami_torch.data.SlidingWindow`).
 
@@ -279,7 +289,10 @@ class HanamiCluster(nn.Module):
             stream: yields pairs ``(x, y)``: ``x`` ``[n_inputs]`` and ``y`` ``[n_outputs]`` (one
                 sample) or ``[B, n_inputs]`` and ``[B, n_outputs]`` (B samples), or dicts by brick
                 name; raw values, as for :meth:`learn_many`.
-            chunk_size: rows per ``learn_many`` call, >= 1.
+            chunk_size: rows per ``learn_many`` call, a multiple of ``batch_size``; None: 1024
+                rounded up to a multiple of ``batch_size``.
+            batch_size: summed weight updates over runs of this many rows, as in
+                :meth:`learn_many`; batches never straddle chunks.
             progress: show a progress bar with the last chunk's mean absolute error.
             on_chunk: called after each chunk as ``on_chunk(outputs, targets)`` (both
                 ``[rows, n_outputs]``; ``outputs`` computed before each sample's own update).
@@ -287,9 +300,17 @@ class HanamiCluster(nn.Module):
             ``{"samples": rows learned, "chunks": learn_many calls, "chunk_mae": [per chunk, the
             mean absolute difference between the online outputs and the targets]}``.
         """
+        batch_size = _batch_size(batch_size)
+        if chunk_size is None:
+            chunk_size = -(-1024 // batch_size) * batch_size
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
             raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
         chunk_size = int(chunk_size)
+        if chunk_size % batch_size:
+            raise ValueError(
+                f"chunk_size ({chunk_size}) must be a multiple of batch_size ({batch_size}), so that "
+                "every batch lies inside one chunk"
+            )
         summary = {"samples": 0, "chunks": 0, "chunk_mae": []}
         bar = None
         if progress:
@@ -314,7 +335,7 @@ class HanamiCluster(nn.Module):
             return data.reshape(-1, width).to(torch.float32)
 
         def learn(inputs, targets):
-            outputs = self.learn_many(inputs, targets, compact=False)
+            outputs = self.learn_many(inputs, targets, batch_size=batch_size, compact=False)
             summary["samples"] += inputs.shape[0]
             summary["chunks"] += 1
             summary["chunk_mae"].append(float((outputs - targets).abs().mean()))
@@ -592,25 +613,29 @@ class HanamiCluster(nn.Module):
     def _sync_threads(self) -> None:
         self.config[ops.CONFIG_THREADS] = float(torch.get_num_threads())
 
-    def _train(self, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> None:
+    def _train(self, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor, batch_size: int = 1) -> None:
+        # batches: each synapse's summed delta, carried through arena growth (see ops.train_)
+        pending = torch.zeros(self.syn_weight.numel() if batch_size > 1 else 0, dtype=torch.float32)
         start, stalled = 0, 0
         while start < x.shape[0]:
             self._sync_threads()
-            ops.train_(self._layout(), self._state(), self.config, x, y, out, start)
+            ops.train_(self._layout(), self._state(), self.config, x, y, out, start, pending, batch_size)
             done = int(self.counters[ops.COUNTER_PROCESSED])
             if done < x.shape[0]:  # the arena is full: grow it and go on from that sample
                 stalled = stalled + 1 if done == start else 0
                 if stalled > 2:
                     raise RuntimeError("hanami: the synapse arena did not grow as needed (bug)")
-                self._resize_arena(max(2 * self.syn_weight.numel(), INITIAL_ARENA_SLOTS))
+                pending = self._resize_arena(max(2 * self.syn_weight.numel(), INITIAL_ARENA_SLOTS), pending)
             start = done
 
-    def _resize_arena(self, capacity: int) -> None:
-        """Moves the arena into tensors of ``capacity`` slots (keeping everything below the top)."""
+    def _resize_arena(self, capacity: int, pending: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Moves the arena into tensors of ``capacity`` slots (keeping everything below the top).
+        A non-empty ``pending`` (a batch's summed deltas, one per slot) moves with it and is
+        returned; an empty one or None is returned as it is."""
         top = int(self.counters[ops.COUNTER_ARENA_TOP])
         capacity = max(capacity, top)
         if capacity == self.syn_weight.numel():
-            return
+            return pending
         if capacity >= 2**31:
             raise RuntimeError("hanami: the synapse arena would exceed 2**31 slots")
         keep = min(top, capacity)
@@ -627,6 +652,9 @@ class HanamiCluster(nn.Module):
             self.syn_counter = moved(self.syn_counter, 0)
         if self.optimizer == "adagrad":
             self.syn_accum = moved(self.syn_accum, 0.0)
+        if pending is not None and pending.numel():
+            pending = moved(pending, 0.0)
+        return pending
 
     def _samples(self, data, width: int, bricks, what: str) -> torch.Tensor:
         """Turns user data into a contiguous float32 tensor ``[B, width]`` on the cluster's device, or
@@ -747,14 +775,21 @@ def _one(sample):
     return sample.unsqueeze(0)
 
 
-def _chunks(n: int, progress: bool, what: str):
-    """Row ranges to hand to one C++ call each: everything at once, or chunks for a progress bar."""
+def _batch_size(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return int(batch_size)
+
+
+def _chunks(n: int, progress: bool, what: str, multiple: int = 1):
+    """Row ranges to hand to one C++ call each: everything at once, or chunks for a progress bar
+    (of about 2000 rows, a multiple of ``multiple``)."""
     if not progress:
         yield 0, n
         return
     from tqdm.auto import tqdm
 
-    chunk = 2000
+    chunk = -(-2000 // multiple) * multiple
     with tqdm(total=n, desc=what, unit="sample", unit_scale=True) as bar:
         for lo in range(0, n, chunk):
             hi = min(n, lo + chunk)

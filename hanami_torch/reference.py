@@ -10,7 +10,9 @@ Usage (tests)::
 
     ref = ReferenceCluster.from_cluster(cluster)   # a snapshot of a HanamiCluster
     out = ref.train_step(x, t)                      # one online step, x [n_inputs], t [n_outputs]
-    ref.assert_matches(cluster)                     # after cluster.learn_one(x, t)
+    assert cluster_structure(cluster) == ref.structure()   # after cluster.learn_one(x, t)
+
+    outs = ref.train_many(xs, ts, batch_size=8)     # like cluster.learn_many(xs, ts, batch_size=8)
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Synapse:
     target: int | None  # neuron inside the target block; None = empty slot
     counter: int = 0
     accum: np.float32 = np.float32(0)  # Adagrad's sum of squared steps
+    batch_sum: np.float32 = np.float32(0)  # batches: the deltas of the current batch, summed
 
 
 @dataclass
@@ -375,7 +378,7 @@ class ReferenceCluster:
 
     # ---- the cycle (Appendix A) -------------------------------------------------------------
 
-    def cycle(self, x, t, training):
+    def cycle(self, x, t, training, batched=False):
         x = [f32(v) for v in x]
         outputs = [f32(0)] * sum(b[1] for b in self.bricks if b[2] == OUTPUT)
         z = [f32(0)] * (len(self.blocks) * 64)
@@ -435,7 +438,7 @@ class ReferenceCluster:
         if not training:
             return outputs
         self.create_requested_sections()
-        self.backward(visits, delta)
+        self.backward(visits, delta, batched)
         self.step += 1
         if self.reduction and self.step % REDUCTION_INTERVAL == 0:
             self.reduce()
@@ -460,7 +463,9 @@ class ReferenceCluster:
             self.create_section(neuron, offset)
         self.requests = []
 
-    def backward(self, visits, delta):
+    def backward(self, visits, delta, batched=False):
+        """Hanami's rule; ``batched``: each step is added to the synapse's batch_sum instead
+        (the weights stay until :meth:`flush_batch`)."""
         slot_value = {}
         for b in reversed(range(len(self.bricks))):
             start, count, kind, io, first_block = self.bricks[b]
@@ -492,12 +497,26 @@ class ReferenceCluster:
                         syn.counter = counted(syn.counter, tp, syn.weight)
                     if not source_is_input or self.adagrad:
                         lanes[k % SUM_LANES] = lanes[k % SUM_LANES] + d * syn.weight
-                    if self.adagrad:
+                    if batched:
+                        syn.batch_sum = syn.batch_sum + d
+                    elif self.adagrad:
                         syn.weight, syn.accum = adagrad_weight(syn.weight, syn.accum, d, self.learning_rate)
                     else:
                         syn.weight = syn.weight - self.learning_rate * d
                 if not source_is_input:
                     slot_value[s] = lane_total(lanes)
+
+    def flush_batch(self):
+        """The end of a batch: every synapse moves once by its summed delta."""
+        for sec in self.sections.values():
+            for syn in sec.slots:
+                if syn.target is None:
+                    continue
+                if self.adagrad:
+                    syn.weight, syn.accum = adagrad_weight(syn.weight, syn.accum, syn.batch_sum, self.learning_rate)
+                else:
+                    syn.weight = syn.weight - self.learning_rate * syn.batch_sum
+                syn.batch_sum = f32(0)
 
     def reduce(self):
         """Reduction (spec §5.7), in block-list order like the engine."""
@@ -520,7 +539,7 @@ class ReferenceCluster:
                                 continue
                             syn.counter = c
                             live += 1
-                        kept.append(Synapse(syn.weight, u - shift, syn.target, syn.counter, syn.accum))
+                        kept.append(Synapse(syn.weight, u - shift, syn.target, syn.counter, syn.accum, syn.batch_sum))
                     sec.slots = kept
                 else:
                     lower, borders = f32(0), []
@@ -540,7 +559,12 @@ class ReferenceCluster:
                         if k + 1 < len(slots):
                             borders[k] = borders[k + 1]
                             slots[k] = Synapse(
-                                slots[k + 1].weight, f32(0), slots[k + 1].target, slots[k + 1].counter, slots[k + 1].accum
+                                slots[k + 1].weight,
+                                f32(0),
+                                slots[k + 1].target,
+                                slots[k + 1].counter,
+                                slots[k + 1].accum,
+                                slots[k + 1].batch_sum,
                             )
                             borders[k + 1] = f32(0)
                             slots[k + 1] = Synapse(f32(0), f32(0), None, 0)
@@ -576,6 +600,20 @@ class ReferenceCluster:
     def train_step(self, x, t):
         """One online learning step; returns the outputs (list of float32)."""
         return self.cycle(list(x), list(t), True)
+
+    def train_many(self, xs, ts, batch_size=1):
+        """Learning over the rows of ``xs`` and ``ts`` with the weight steps summed over runs of
+        ``batch_size`` rows (docs/api.md, "Batches"); batch_size 1 is online learning. Returns the
+        outputs, one list per row."""
+        if batch_size == 1:
+            return [self.train_step(x, t) for x, t in zip(xs, ts)]
+        outputs = []
+        rows = len(xs)
+        for i, (x, t) in enumerate(zip(xs, ts)):
+            outputs.append(self.cycle(list(x), list(t), True, batched=True))
+            if (i + 1) % batch_size == 0 or i + 1 == rows:
+                self.flush_batch()
+        return outputs
 
     def predict_step(self, x):
         """One request-mode step; returns the outputs."""
