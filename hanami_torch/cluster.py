@@ -615,7 +615,8 @@ class HanamiCluster(nn.Module):
 
     def _train(self, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor, batch_size: int = 1) -> None:
         # batches: each synapse's summed delta, carried through arena growth (see ops.train_)
-        pending = torch.zeros(self.syn_weight.numel() if batch_size > 1 else 0, dtype=torch.float32)
+        size = self.syn_weight.numel() if batch_size > 1 else 0
+        pending = torch.zeros(size, dtype=torch.float32, device=self.syn_weight.device)
         start, stalled = 0, 0
         while start < x.shape[0]:
             self._sync_threads()

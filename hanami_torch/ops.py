@@ -75,7 +75,7 @@ def train_(layout, state, config, inputs, targets, outputs, start: int, pending=
     holds the sums of the unfinished batch: grow it with the arena and pass it again.
     """
     if pending is None:
-        pending = torch.empty(0, dtype=torch.float32)
+        pending = torch.empty(0, dtype=torch.float32, device=inputs.device)
     torch.ops.hanami.train_(list(layout), list(state), config, inputs, targets, outputs, start, pending, batch_size)
 
 
