@@ -218,7 +218,7 @@ std::tuple<at::Tensor, at::Tensor> infer_backward_cuda(at::TensorList layout, at
 }
 
 void train_cuda(at::TensorList, at::TensorList, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                const at::Tensor&, int64_t) {
+                const at::Tensor&, int64_t, const at::Tensor&, int64_t) {
   learning_not_on_gpu("train_");
 }
 
