@@ -21,6 +21,7 @@
 #include "../cluster_state.h"
 #include "../rules.h"
 #include "engine.h"
+#include "simd.h"
 #include "tensor_views.h"
 
 namespace hanami {
@@ -35,6 +36,7 @@ struct Structure {
   std::vector<int32_t> block_begin;     // [blocks + 1] into `sections`
   std::vector<int32_t> sections;        // live sections, grouped by target block
   std::vector<int32_t> neuron_brick;    // [neurons]
+  std::vector<int32_t> known_before;    // [neurons]: first brick index that sees the neuron's value
 };
 
 Structure gather_structure(const ClusterView& v, bool compat) {
@@ -42,6 +44,9 @@ Structure gather_structure(const ClusterView& v, bool compat) {
   st.neuron_brick.assign(v.n_neurons, 0);
   for (int b = 0; b < v.n_bricks; ++b)
     for (int i = 0; i < v.brick_count(b); ++i) st.neuron_brick[v.brick_start(b) + i] = b;
+  st.known_before.assign(v.n_neurons, 0);
+  for (int32_t n = 0; n < v.n_neurons; ++n)
+    st.known_before[n] = v.brick_kind(st.neuron_brick[n]) == kInput ? -1 : st.neuron_brick[n];
   const int64_t n_sections = int64_t(v.n_neurons) * kSectionsPerNeuron;
   std::vector<int32_t> count(v.n_blocks + 1, 0);
   for (int64_t s = 0; s < n_sections; ++s) {
@@ -70,10 +75,8 @@ Structure gather_structure(const ClusterView& v, bool compat) {
 
 // Value of `source` as seen by brick `b`: inputs are always known, other neurons only when their
 // brick comes earlier in template order.
-inline float source_value(const ClusterView& v, const Structure& st, const float* values,
-                          int32_t source, int b) {
-  const int32_t sb = st.neuron_brick[source];
-  return (v.brick_kind(sb) == kInput || sb < b) ? values[source] : 0.0f;
+inline float source_value(const Structure& st, const float* values, int32_t source, int b) {
+  return st.known_before[source] < b ? values[source] : 0.0f;
 }
 
 // Calls visit(k, fraction, border) for every reached slot of section s (fraction = r / border on
@@ -99,13 +102,23 @@ inline void walk(const ClusterView& v, int32_t s, float potential, Visit&& visit
   }
 }
 
-// One sample's forward pass: fills values[neurons] and the sample's outputs.
-void infer_sample(const ClusterView& v, const Structure& st, const float* weights, const float* x,
-                  float* values, float* outputs, std::vector<float>& sums) {
+// Scratch space of one thread for infer_sample.
+struct ForwardScratch {
+  std::vector<int32_t> active;
+  std::vector<float> sums;
+  std::vector<int32_t> fired;
+  std::vector<float> values;
+};
+
+// One sample's forward pass: fills values[neurons] and the sample's outputs. The walk is the
+// engine's walk_infer (vector prefix, then the slow cases), so the sums come out bit-identical.
+void infer_sample(const ClusterView& v, const Structure& st, const float* weights, bool no_holes,
+                  const float* x, float* values, float* outputs, ForwardScratch& scratch) {
   std::fill_n(values, v.n_neurons, 0.0f);
   for (int b = 0; b < v.n_bricks; ++b)
     if (v.brick_kind(b) == kInput)
       std::copy_n(x + v.brick_io(b), v.brick_count(b), values + v.brick_start(b));
+  auto& sums = scratch.sums;
   for (int b = 0; b < v.n_bricks; ++b) {
     const int kind = v.brick_kind(b);
     if (kind == kInput) continue;
@@ -114,29 +127,67 @@ void infer_sample(const ClusterView& v, const Structure& st, const float* weight
     sums.assign(size_t(v.brick_blocks(b)) * kNeuronsPerBlock, 0.0f);
     for (int g = first_block; g < first_block + v.brick_blocks(b); ++g) {
       float* block_sum = sums.data() + size_t(g - first_block) * kNeuronsPerBlock;
+      // Only a few sources are active: list their sections without an unpredictable branch.
+      auto& active = scratch.active;
+      active.resize(size_t(st.block_begin[g + 1] - st.block_begin[g]));
+      size_t n_active = 0;
       for (int32_t i = st.block_begin[g]; i < st.block_begin[g + 1]; ++i) {
         const int32_t s = st.sections[i];
-        const float p = source_value(v, st, values, s / kSectionsPerNeuron, b);
-        if (!(p > 0.0f)) continue;
-        walk(v, s, p, [&](int64_t slot, bool partial, float r, float border) {
-          const uint8_t t = v.syn_target[slot];
-          if (t == kEmptyTarget) return;
-          block_sum[t] += partial ? contribution(weights[slot], r, border) : weights[slot];
-        });
+        active[n_active] = s;
+        n_active += source_value(st, values, s / kSectionsPerNeuron, b) > 0.0f;
+      }
+      for (size_t a = 0; a < n_active; ++a) {
+        const int32_t s = active[a];
+        const float p = values[s / kSectionsPerNeuron];
+        const float p_above = p - v.sec_offset[s];
+        const int64_t base = v.sec_start[s];
+        const float* upper = v.syn_upper + base;
+        const uint8_t* target = v.syn_target + base;
+        const float* w = weights + base;
+        const int len = v.sec_len[s];
+        int k = fast_prefix(upper, target, len, p_above, no_holes);
+        for (int j = 0; j < k; ++j) block_sum[target[j]] += w[j];
+        float lower = k > 0 ? upper[k - 1] : 0.0f;
+        for (; k < len; ++k) {
+          const float r = remaining(p_above, lower);
+          if (!reached(r)) break;
+          const float u = upper[k];
+          const uint8_t t = target[k];
+          const float border = u - lower;
+          if (r < border) {
+            if (t != kEmptyTarget) block_sum[t] += contribution(w[k], r, border);
+            break;
+          }
+          if (t != kEmptyTarget) block_sum[t] += w[k];
+          lower = u;
+        }
       }
     }
-    for (int i = 0; i < count; ++i) {
-      const float z = sums[i];
-      if (kind == kOutput) {
-        const float o = output_activation(z);
+    if (kind == kOutput) {
+      for (int i = 0; i < count; ++i) {
+        const float o = output_activation(sums[i]);
         values[start + i] = o;
         outputs[v.brick_io(b) + i] = o;
-      } else {
-        // from rest the decayed potential is 0 and the refractory counter lets the input in
-        const float p = 0.0f + z;
-        values[start + i] = p > 0.0f ? hidden_activation(p) : 0.0f;
+      }
+      continue;
+    }
+    // Hidden: from rest the decayed potential is 0 and the refractory counter lets the input in;
+    // the neurons that fire get log2(1 + p), computed for all of them at once.
+    auto& fired = scratch.fired;
+    auto& batch = scratch.values;
+    fired.clear();
+    batch.clear();
+    for (int i = 0; i < count; ++i) {
+      const float p = 0.0f + sums[i];
+      if (p > 0.0f) {
+        fired.push_back(i);
+        batch.push_back(p);
       }
     }
+    const int n = int(fired.size());
+    batch.resize(2 * size_t(n));
+    hidden_activation_batch(batch.data(), batch.data() + n, n);
+    for (int j = 0; j < n; ++j) values[start + fired[j]] = batch[n + j];
   }
 }
 
@@ -167,7 +218,7 @@ void backward_sample(const ClusterView& v, const Structure& st, const float* wei
       for (int32_t i = st.block_begin[g]; i < st.block_begin[g + 1]; ++i) {
         const int32_t s = st.sections[i];
         const int32_t source = s / kSectionsPerNeuron;
-        const float p = source_value(v, st, values, source, b);
+        const float p = source_value(st, values, source, b);
         if (!(p > 0.0f)) continue;
         float dsource = 0.0f;
         walk(v, s, p, [&](int64_t slot, bool partial, float r, float border) {
@@ -217,10 +268,13 @@ std::tuple<at::Tensor, at::Tensor> infer_cpu(at::TensorList layout, at::TensorLi
   const float* w = weights.data_ptr<float>();
   float* out = outputs.data_ptr<float>();
   float* values = potentials.data_ptr<float>();
+  // Without reduction an empty slot can only be a section's last one (see fast_prefix).
+  const bool no_holes = !cfg.reduction;
   at::parallel_for(0, count, 16, [&](int64_t lo, int64_t hi) {
-    std::vector<float> sums;
+    ForwardScratch scratch;
     for (int64_t i = lo; i < hi; ++i)
-      infer_sample(view, st, w, x + i * n_in, values + i * view.n_neurons, out + i * n_out, sums);
+      infer_sample(view, st, w, no_holes, x + i * n_in, values + i * view.n_neurons,
+                   out + i * n_out, scratch);
   });
   return {outputs, potentials};
 }
