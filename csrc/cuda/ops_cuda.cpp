@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <tuple>
 
 #include "../cluster_state.h"
@@ -38,8 +39,10 @@ struct Plan {
   at::Tensor begin, records, offsets;
 };
 
+// `check_arguments` runs as soon as the input and output widths are known, before the plan's
+// sort and kernels: every argument error is raised while no plan work is in flight.
 Plan make_plan(at::TensorList layout, at::TensorList state, const at::Tensor& config,
-               const c10::Device& device) {
+               const c10::Device& device, const std::function<void(Plan&)>& check_arguments) {
   TORCH_CHECK(int(layout.size()) == kLayoutSize, "hanami: expected ", int(kLayoutSize),
               " layout tensors, got ", layout.size());
   TORCH_CHECK(int(state.size()) == kStateSize, "hanami: expected ", int(kStateSize),
@@ -112,6 +115,9 @@ Plan make_plan(at::TensorList layout, at::TensorList state, const at::Tensor& co
                 "hanami: brick_info row ", b, " has an input/output offset out of range");
   }
 
+  plan.net.n_neurons = int(n_neurons);
+  check_arguments(plan);
+
   // sections grouped by the brick they feed (stable: ascending section id inside a brick)
   auto [sorted_keys, order] = at::sort(keys, /*stable=*/true, /*dim=*/0, /*descending=*/false);
   plan.begin = at::searchsorted(sorted_keys, at::arange(n_bricks + 1, int_options), /*out_int32=*/true,
@@ -132,7 +138,6 @@ Plan make_plan(at::TensorList layout, at::TensorList state, const at::Tensor& co
   plan.net.offsets = plan.offsets.data_ptr<float>();
   plan.net.upper = state[kSynUpper].data_ptr<float>();
   plan.net.targets = state[kSynTarget].data_ptr<uint8_t>();
-  plan.net.n_neurons = int(n_neurons);
   return plan;
 }
 
@@ -167,13 +172,14 @@ std::tuple<at::Tensor, at::Tensor> infer_cuda(at::TensorList layout, at::TensorL
                                               const at::Tensor& config, const at::Tensor& inputs,
                                               const at::Tensor& weights, int64_t n_outputs) {
   const c10::Device device = device_of_inputs(inputs);
-  Plan plan = make_plan(layout, state, config, device);
-  TORCH_CHECK(n_outputs == plan.n_out, "hanami: n_outputs is ", n_outputs, " but the output bricks have ",
-              plan.n_out, " neurons");
-  TORCH_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", plan.n_in, "]");
-  const int64_t count = inputs.size(0);
-  check_samples(inputs, count, plan.n_in, "inputs", device);
-  check_weights(plan, weights, device);
+  const int64_t count = inputs.dim() == 2 ? inputs.size(0) : 0;
+  Plan plan = make_plan(layout, state, config, device, [&](Plan& p) {
+    TORCH_CHECK(n_outputs == p.n_out, "hanami: n_outputs is ", n_outputs, " but the output bricks have ",
+                p.n_out, " neurons");
+    TORCH_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", p.n_in, "]");
+    check_samples(inputs, count, p.n_in, "inputs", device);
+    check_weights(p, weights, device);
+  });
   const c10::cuda::CUDAGuard guard(device);
   at::Tensor outputs = at::zeros({count, plan.n_out}, inputs.options());
   at::Tensor potentials = at::empty({count, int64_t(plan.net.n_neurons)}, inputs.options());
@@ -188,13 +194,14 @@ std::tuple<at::Tensor, at::Tensor> infer_backward_cuda(at::TensorList layout, at
                                                        const at::Tensor& weights, const at::Tensor& potentials,
                                                        const at::Tensor& grad_outputs) {
   const c10::Device device = device_of_inputs(inputs);
-  Plan plan = make_plan(layout, state, config, device);
-  TORCH_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", plan.n_in, "]");
-  const int64_t count = inputs.size(0);
-  check_samples(inputs, count, plan.n_in, "inputs", device);
-  check_samples(potentials, count, plan.net.n_neurons, "potentials", device);
-  check_samples(grad_outputs, count, plan.n_out, "grad_outputs", device);
-  check_weights(plan, weights, device);
+  const int64_t count = inputs.dim() == 2 ? inputs.size(0) : 0;
+  Plan plan = make_plan(layout, state, config, device, [&](Plan& p) {
+    TORCH_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", p.n_in, "]");
+    check_samples(inputs, count, p.n_in, "inputs", device);
+    check_samples(potentials, count, p.net.n_neurons, "potentials", device);
+    check_samples(grad_outputs, count, p.n_out, "grad_outputs", device);
+    check_weights(p, weights, device);
+  });
   const c10::cuda::CUDAGuard guard(device);
   at::Tensor grad_inputs = at::zeros({count, plan.n_in}, inputs.options());
   at::Tensor grad_weights = at::zeros({plan.capacity}, weights.options());
