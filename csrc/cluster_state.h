@@ -66,6 +66,9 @@ enum ConfigIndex : int {
   kInputFanIn = 9,    // sections an input neuron opens when it first fires (Hanami: 1)
   kLearningRule = 10, // 0: Hanami's rule inside train_, 1: "gradient" (train_ only grows; weights
                       //    are learned through infer/infer_backward and a torch optimizer)
+  kFieldRows = 11,    // receptive fields: rows and columns of every input brick's image (0: off,
+  kFieldCols = 12,    //    sections pick their target block uniformly, as in Hanami)
+  kFieldRadius = 13,  // receptive fields: half-width of a block's square field, in pixels
   kConfigSize = 16,
 };
 

@@ -110,6 +110,52 @@ HANAMI_HD float chain_offset(float offset, float last_upper, bool compat) {
   return compat ? offset + (offset + last_upper) : offset + last_upper;
 }
 
+// ---- receptive fields (an option beyond Hanami) ---------------------------------------------
+//
+// The neurons of an input brick are the pixels of a rows x cols image (row-major), and the n
+// blocks of a target brick lie row by row on a grid of ceil(sqrt(n)) columns over that image.
+// Block (i, j) of a grid with R rows and C columns is the centre of a square field at
+// ((i + 1/2) rows / R, (j + 1/2) cols / C); pixel (r, c), centred at (r + 1/2, c + 1/2), lies in
+// the field when it is at most `radius` pixels from the centre in both directions. The tests
+// work in whole numbers, scaled by 2R (2C), so that no rounding enters:
+// |(2r + 1) R - (2i + 1) rows| <= 2 radius R.
+HANAMI_HD int field_grid_cols(int32_t n_blocks) {
+  int g = 1;
+  while (g * g < n_blocks) ++g;
+  return g;
+}
+
+HANAMI_HD bool field_holds(int64_t pixel_twice_scaled, int64_t centre_twice_scaled, double limit) {
+  const int64_t d = pixel_twice_scaled - centre_twice_scaled;
+  return static_cast<double>(d < 0 ? -d : d) <= limit;
+}
+
+// Target block (0..n_blocks-1) of a new section of input pixel `pixel`: the k-th of the blocks
+// whose field holds the pixel, k = pick % their number; any block (pick % n_blocks) when none does.
+HANAMI_HD int32_t field_block(int32_t pixel, int32_t n_blocks, int rows, int cols, float radius,
+                              uint32_t pick) {
+  const int grid_cols = field_grid_cols(n_blocks);
+  const int grid_rows = (n_blocks + grid_cols - 1) / grid_cols;
+  const int64_t r2 = int64_t(2 * (pixel / cols) + 1) * grid_rows;
+  const int64_t c2 = int64_t(2 * (pixel % cols) + 1) * grid_cols;
+  const double row_limit = 2.0 * static_cast<double>(radius) * static_cast<double>(grid_rows);
+  const double col_limit = 2.0 * static_cast<double>(radius) * static_cast<double>(grid_cols);
+  uint32_t count = 0;
+  for (int32_t g = 0; g < n_blocks; ++g)
+    count += field_holds(r2, int64_t(2 * (g / grid_cols) + 1) * rows, row_limit) &&
+             field_holds(c2, int64_t(2 * (g % grid_cols) + 1) * cols, col_limit);
+  if (count == 0) return int32_t(pick % uint32_t(n_blocks));
+  uint32_t k = pick % count;
+  for (int32_t g = 0; g < n_blocks; ++g) {
+    if (field_holds(r2, int64_t(2 * (g / grid_cols) + 1) * rows, row_limit) &&
+        field_holds(c2, int64_t(2 * (g % grid_cols) + 1) * cols, col_limit)) {
+      if (k == 0) return g;
+      --k;
+    }
+  }
+  return 0;  // not reached
+}
+
 // ---- neuron rules (spec §4.5, §4.6, §5) -----------------------------------------------------------
 
 // log2 and 2^-y in plain double arithmetic (range reduction + series), used instead of libm so

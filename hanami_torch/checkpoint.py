@@ -46,6 +46,9 @@ def save(cluster, path: str | os.PathLike) -> None:
         "optimizer": cluster.optimizer,
         "input_fan_in": cluster.input_fan_in,
     }
+    if cluster.input_shape is not None:  # receptive fields (older files have neither key)
+        options["input_shape"] = list(cluster.input_shape)
+        options["field_radius"] = cluster.field_radius
     metadata = {
         "sha256": tensor_digest(tensors),
         "format": FORMAT,

@@ -62,6 +62,14 @@ class HanamiCluster(nn.Module):
             with its own history of squared surrogate gradients; 4 more bytes per synapse).
         input_fan_in: how many sections (each to its own random target block) an input neuron
             opens when it first fires; Hanami opens 1.
+        input_shape: ``(rows, cols)``: the neurons of every input brick are the pixels of an
+            image of this size, row by row (each input brick must have ``rows * cols`` neurons).
+            Together with ``field_radius`` it gives the hidden blocks receptive fields; ``None``
+            (the default, Hanami's behaviour) picks every target block uniformly.
+        field_radius: with ``input_shape``: the blocks of a target brick lie on a grid of
+            ``ceil(sqrt(blocks))`` columns over the image, each the centre of a square field, and
+            a section of an input pixel goes to one of the blocks whose centre is at most this
+            many pixels away in both directions (any block when none is). See docs/learning.md.
 
     Inputs are raw values (no normalisation); a neuron with a value <= 0 stays inactive. Targets
     are the wanted values of the output neurons (one-hot for classes). Several input or output
@@ -78,6 +86,8 @@ class HanamiCluster(nn.Module):
         init_scale: float = 0.2,
         optimizer: str = "sgd",
         input_fan_in: int = 1,
+        input_shape: tuple[int, int] | None = None,
+        field_radius: float | None = None,
     ) -> None:
         super().__init__()
         if isinstance(template, str):
@@ -98,6 +108,7 @@ class HanamiCluster(nn.Module):
             raise ValueError(f"optimizer must be one of {sorted(ops.OPTIMIZERS)}, got {optimizer!r}")
         if isinstance(input_fan_in, bool) or not isinstance(input_fan_in, (int, np.integer)) or not 1 <= input_fan_in <= 8:
             raise ValueError(f"input_fan_in must be an integer in 1..8 (a neuron has 8 section slots), got {input_fan_in!r}")
+        input_shape, field_radius = _check_fields(template, input_shape, field_radius, compat)
         settings = template.settings
         if not 1 <= settings.refractory_time <= 255:
             raise ValueError(
@@ -114,6 +125,8 @@ class HanamiCluster(nn.Module):
         self.init_scale = float(init_scale)
         self.optimizer = optimizer
         self.input_fan_in = int(input_fan_in)
+        self.input_shape = input_shape
+        self.field_radius = field_radius
 
         targets = geometry.target_brick_lists(template, self.seed, self.compat)
         geometry.validate_connectivity(template, targets, compat=self.compat)
@@ -166,6 +179,9 @@ class HanamiCluster(nn.Module):
         config[ops.CONFIG_INIT_SCALE] = self.init_scale
         config[ops.CONFIG_OPTIMIZER] = float(ops.OPTIMIZERS[optimizer])
         config[ops.CONFIG_INPUT_FAN_IN] = float(self.input_fan_in)
+        if input_shape is not None:
+            config[ops.CONFIG_FIELD_ROWS], config[ops.CONFIG_FIELD_COLS] = map(float, input_shape)
+            config[ops.CONFIG_FIELD_RADIUS] = field_radius
         self.register_buffer("config", config, persistent=False)
 
     # ---- public API ------------------------------------------------------------------------
@@ -592,6 +608,7 @@ class HanamiCluster(nn.Module):
             f"bricks={sizes}, seed={self.seed}, compat={self.compat}, "
             f"learning_rate={self.learning_rate}, init_scale={self.init_scale}, "
             f"optimizer={self.optimizer!r}, input_fan_in={self.input_fan_in}"
+            + (f", input_shape={self.input_shape}, field_radius={self.field_radius}" if self.input_shape else "")
         )
 
     # ---- internals -------------------------------------------------------------------------
@@ -708,6 +725,37 @@ def _has_cuda_kernels() -> bool:
 
 
 _INTEGER_DTYPES = {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64}
+
+
+def _check_fields(template: Template, input_shape, field_radius, compat: bool):
+    """Checks the receptive-field options; returns ``(rows, cols)`` or None, and the radius as a
+    float32 value (what the C++ side uses) or None."""
+    if input_shape is None and field_radius is None:
+        return None, None
+    if input_shape is None or field_radius is None:
+        raise ValueError("input_shape and field_radius go together: give both (receptive fields) or neither")
+    if compat:
+        raise ValueError("receptive fields (input_shape, field_radius) are not part of Hanami; they need compat=False")
+    if (
+        not isinstance(input_shape, (tuple, list))
+        or len(input_shape) != 2
+        or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 1 <= v <= 2**24 for v in input_shape)
+    ):
+        raise ValueError(f"input_shape must be (rows, cols), two positive integers, got {input_shape!r}")
+    rows, cols = (int(v) for v in input_shape)
+    for brick in template.input_bricks:
+        if brick.number_of_neurons != rows * cols:
+            raise ValueError(
+                f"input_shape {rows}x{cols} needs {rows * cols} neurons in every input brick, but input brick "
+                f"'{brick.name}' has {brick.number_of_neurons}"
+            )
+    if (
+        isinstance(field_radius, bool)
+        or not isinstance(field_radius, numbers.Real)
+        or not 0 < float(field_radius) <= 2**24
+    ):
+        raise ValueError(f"field_radius must be a positive number of pixels (at most 2**24), got {field_radius!r}")
+    return (rows, cols), float(np.float32(field_radius))
 
 
 def _layout(template: Template) -> tuple[np.ndarray, np.ndarray]:

@@ -135,6 +135,27 @@ def counted(counter, target_potential, weight):
     return counter + 1 if counter < COUNTER_PERSISTENT and useful else counter
 
 
+def field_block(pixel, n_blocks, rows, cols, radius, pick):
+    """rules.h field_block: the target block of an input pixel's new section with receptive fields."""
+    grid_cols = 1
+    while grid_cols * grid_cols < n_blocks:
+        grid_cols += 1
+    grid_rows = (n_blocks + grid_cols - 1) // grid_cols
+    r2 = (2 * (pixel // cols) + 1) * grid_rows
+    c2 = (2 * (pixel % cols) + 1) * grid_cols
+    row_limit = 2.0 * radius * float(grid_rows)
+    col_limit = 2.0 * radius * float(grid_cols)
+    holding = [
+        g
+        for g in range(n_blocks)
+        if float(abs(r2 - (2 * (g // grid_cols) + 1) * rows)) <= row_limit
+        and float(abs(c2 - (2 * (g % grid_cols) + 1) * cols)) <= col_limit
+    ]
+    if not holding:
+        return pick % n_blocks
+    return holding[pick % len(holding)]
+
+
 class ReferenceCluster:
     """A snapshot of a :class:`~hanami_torch.HanamiCluster` that runs the cycle in Python."""
 
@@ -147,6 +168,8 @@ class ReferenceCluster:
         self.init_scale = cluster.init_scale
         self.adagrad = cluster.optimizer == "adagrad"
         self.input_fan_in = cluster.input_fan_in
+        self.input_shape = cluster.input_shape
+        self.field_radius = None if cluster.field_radius is None else float(f32(cluster.field_radius))
         settings = cluster.template.settings
         self.cooldown = f32(settings.neuron_cooldown)
         self.refractory_time = int(settings.refractory_time)
@@ -251,7 +274,13 @@ class ReferenceCluster:
                 conn = self.find_free_connection(target_brick, self.draw(rng.STREAM_SECTION, self.step, s, 2))
             block = first_block + (conn // 64) // self.grid[target_brick][1]
         else:
-            block = first_block + self.draw(rng.STREAM_SECTION, self.step, s, 1) % self.brick_blocks(target_brick)
+            pick = self.draw(rng.STREAM_SECTION, self.step, s, 1)
+            n_blocks = self.brick_blocks(target_brick)
+            if self.input_shape is not None and self.kind(brick) == INPUT:
+                pixel = neuron - self.bricks[brick][0]
+                block = first_block + field_block(pixel, n_blocks, *self.input_shape, self.field_radius, pick)
+            else:
+                block = first_block + pick % n_blocks
         self.sections[s] = Section(block=block, offset=f32(offset), conn=conn)
         return True
 

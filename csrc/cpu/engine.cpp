@@ -162,7 +162,8 @@ void Engine::remove_from_block_list(int32_t s) {
 }
 
 // Creates a section for `neuron` (spec §4.7): first free slot, a target brick from the brick's
-// list, and a target block (uniform; compat: Hanami's connection-block search). `fixed_slot`
+// list, and a target block (uniform, or among the blocks whose receptive field holds the input
+// pixel; compat: Hanami's connection-block search). `fixed_slot`
 // re-creates a section that reduction freed, in the slot it kept reserved.
 bool Engine::create_section(int32_t neuron, float offset, int32_t fixed_slot) {
   const int32_t brick = neuron_brick(neuron);
@@ -189,7 +190,12 @@ bool Engine::create_section(int32_t neuron, float offset, int32_t fixed_slot) {
     block = v_.brick_first_block(target_brick) + (conn / 64) / dim_y;
   } else {
     const uint32_t pick_block = draw(cfg_.seed, kStreamSection, uint64_t(step_), uint32_t(s), 1);
-    block = v_.brick_first_block(target_brick) + int32_t(pick_block % v_.brick_blocks(target_brick));
+    const int32_t n_blocks = v_.brick_blocks(target_brick);
+    const bool field = cfg_.field_rows > 0 && v_.brick_kind(brick) == kInput;
+    block = v_.brick_first_block(target_brick) +
+            (field ? field_block(neuron - v_.brick_start(brick), n_blocks, cfg_.field_rows,
+                                 cfg_.field_cols, cfg_.field_radius, pick_block)
+                   : int32_t(pick_block % uint32_t(n_blocks)));
   }
 
   v_.sec_block[s] = block;

@@ -20,6 +20,9 @@ struct Config {
   int threads = 1;
   bool adagrad = false;   // per-synapse Adagrad instead of plain SGD (syn_accum holds the sums)
   int input_fan_in = 1;   // sections an input neuron opens when it first fires
+  int field_rows = 0;     // receptive fields (rules.h: field_block); 0: target blocks are uniform
+  int field_cols = 0;
+  float field_radius = 0.0f;
   bool gradient_rule = false;  // learning_rule="gradient": train_ grows only, autograd learns
 };
 

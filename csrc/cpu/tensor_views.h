@@ -103,6 +103,9 @@ inline Config make_config(const at::Tensor& config) {
   cfg.threads = std::max(1, int(c[kThreads]));
   cfg.adagrad = c[kOptimizer] == 1.0;
   cfg.input_fan_in = std::clamp(int(c[kInputFanIn]), 1, kSectionsPerNeuron);
+  cfg.field_rows = std::max(0, int(c[kFieldRows]));
+  cfg.field_cols = std::max(0, int(c[kFieldCols]));
+  cfg.field_radius = float(c[kFieldRadius]);
   cfg.gradient_rule = c[kLearningRule] == 1.0;
   return cfg;
 }
