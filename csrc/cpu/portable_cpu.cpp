@@ -1,0 +1,85 @@
+// The portable train step (csrc/portable/train_step.h) on the CPU, as the test-only op
+// hanami::train_portable_ (schema of train_): tests/test_portable_train.py checks that it grows
+// and learns bit for bit what the engine's train_ does, so that the GPU, which runs the same code
+// in one thread (csrc/cuda/train_cuda.cu), is checked on every machine.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include "../cluster_state.h"
+#include "../portable/train_step.h"
+#include "tensor_views.h"
+
+namespace hanami {
+namespace {
+
+portable::TrainNet portable_net(const ClusterView& v) {
+  portable::TrainNet net;
+  net.n_bricks = v.n_bricks;
+  net.n_neurons = v.n_neurons;
+  net.n_blocks = v.n_blocks;
+  net.brick_info = v.brick_info;
+  net.brick_targets = v.brick_targets;
+  net.block_info = v.block_info;
+  net.potential = v.potential;
+  net.active = v.active;
+  net.refractory = v.refractory;
+  net.sec_block = v.sec_block;
+  net.sec_offset = v.sec_offset;
+  net.sec_has_next = v.sec_has_next;
+  net.sec_start = v.sec_start;
+  net.sec_len = v.sec_len;
+  net.sec_cap = v.sec_cap;
+  net.syn_weight = v.syn_weight;
+  net.syn_upper = v.syn_upper;
+  net.syn_target = v.syn_target;
+  net.syn_counter = v.syn_counter;
+  net.syn_accum = v.syn_accum;
+  net.syn_pending = v.syn_pending;
+  net.capacity = v.capacity;
+  net.counters = v.counters;
+  return net;
+}
+
+void train_portable_cpu(at::TensorList layout, at::TensorList state, const at::Tensor& config,
+                        const at::Tensor& inputs, const at::Tensor& targets, const at::Tensor& outputs,
+                        int64_t start, const at::Tensor& pending, int64_t batch_size) {
+  ClusterView view = make_view(layout.vec(), state.vec());
+  const Config cfg = make_config(config);
+  TORCH_CHECK(!cfg.compat, "hanami: the portable train step has no compat mode (compat mode learns "
+              "with the CPU engine only)");
+  const int64_t n_in = io_width(view, kInput), n_out = io_width(view, kOutput);
+  TORCH_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", n_in, "]");
+  const int64_t count = inputs.size(0);
+  check_samples(inputs, at::kFloat, count, n_in, "inputs");
+  check_samples(targets, at::kFloat, count, n_out, "targets");
+  check_samples(outputs, at::kFloat, count, n_out, "outputs");
+  TORCH_CHECK(start >= 0 && start <= count, "hanami: start out of range");
+  TORCH_CHECK(batch_size >= 1, "hanami: batch_size must be at least 1, got ", batch_size);
+  check_tensor(pending, at::kFloat, "pending");
+  TORCH_CHECK(pending.dim() == 1 && (pending.numel() == 0 || pending.numel() == view.capacity),
+              "hanami: pending must be empty (online learning) or as large as the arena (",
+              view.capacity, " slots), got ", pending.sizes());
+  TORCH_CHECK(batch_size == 1 || pending.numel() > 0,
+              "hanami: batch_size > 1 needs a pending tensor as large as the arena");
+  TORCH_CHECK(view.syn_counter != nullptr || !cfg.reduction,
+              "hanami: reduction needs syn_counter as large as the arena");
+  TORCH_CHECK(view.syn_accum != nullptr || !cfg.adagrad,
+              "hanami: the Adagrad optimizer needs syn_accum as large as the arena");
+  view.syn_pending = ptr<float>(pending);
+  const portable::TrainNet net = portable_net(view);
+  const portable::TrainConfig step_config = portable::config_from(config.data_ptr<double>());
+  at::Tensor scratch = at::empty(
+      {portable::scratch_bytes(view.n_neurons, view.n_blocks, view.n_bricks, view.capacity)},
+      inputs.options().dtype(at::kByte));
+  portable::Scratch sc = portable::carve_scratch(scratch.data_ptr(), view.n_neurons, view.n_blocks,
+                                                 view.n_bricks, view.capacity);
+  view.counters[kProcessed] =
+      portable::train(net, step_config, sc, inputs.data_ptr<float>(), n_in, targets.data_ptr<float>(),
+                      n_out, outputs.data_ptr<float>(), start, count, batch_size);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hanami, CPU, m) { m.impl("train_portable_", &train_portable_cpu); }
+
+}  // namespace hanami

@@ -1,0 +1,774 @@
+// Hanami's online learning cycle (train_) as plain, allocation-free code that runs on the CPU and,
+// in one CUDA thread, on the GPU: the same steps in the same order as Engine::train in the default
+// mode (csrc/cpu/engine.cpp), so that both grow the identical network, arena layout included.
+//
+// Everything works on raw pointers: the cluster's tensors (TrainNet) and one scratch buffer whose
+// size the host computes with scratch_bytes() before the call. No STL container, no exception, no
+// allocation; the few sorts are heap sorts over unique keys (so any correct sort gives the
+// engine's order). The per-block section lists that the engine keeps in vectors are rebuilt from
+// sec_block when needed (ascending section id: the default mode's processing order).
+//
+// Not here: compat mode (Hanami's connection-block grid and last-writer-wins requests); callers
+// refuse it.
+#pragma once
+
+#include <cstdint>
+
+#include "../cluster_state.h"
+#include "../rules.h"
+
+#if defined(__CUDACC__)
+#define HANAMI_STEP __host__ __device__
+#else
+#define HANAMI_STEP inline
+#endif
+
+namespace hanami {
+namespace portable {
+
+constexpr int kGrowSlack = 7;     // engine.cpp: spare slots when a section outgrows its reserve
+constexpr int kCompactSlack = 2;  // engine.cpp: spare slots per section after a compaction
+constexpr int kDeltaStride = 256; // a block's delta row: any u8 target (0xFF too) reads an entry
+
+// Raw views of the cluster's tensors (cluster_state.h). syn_counter is null without reduction,
+// syn_accum null without Adagrad, syn_pending null for online learning.
+struct TrainNet {
+  int n_bricks = 0;
+  int n_neurons = 0;
+  int n_blocks = 0;
+  const int32_t* brick_info = nullptr;
+  const int32_t* brick_targets = nullptr;
+  const int32_t* block_info = nullptr;
+  float* potential = nullptr;
+  uint8_t* active = nullptr;
+  uint8_t* refractory = nullptr;
+  int32_t* sec_block = nullptr;
+  float* sec_offset = nullptr;
+  uint8_t* sec_has_next = nullptr;
+  int32_t* sec_start = nullptr;
+  uint8_t* sec_len = nullptr;
+  uint8_t* sec_cap = nullptr;
+  float* syn_weight = nullptr;
+  float* syn_upper = nullptr;
+  uint8_t* syn_target = nullptr;
+  uint8_t* syn_counter = nullptr;
+  float* syn_accum = nullptr;
+  float* syn_pending = nullptr;
+  int64_t capacity = 0;
+  int64_t* counters = nullptr;
+
+  HANAMI_STEP int32_t brick_start(int b) const { return brick_info[b * 5 + 0]; }
+  HANAMI_STEP int32_t brick_count(int b) const { return brick_info[b * 5 + 1]; }
+  HANAMI_STEP int32_t brick_kind(int b) const { return brick_info[b * 5 + 2]; }
+  HANAMI_STEP int32_t brick_io(int b) const { return brick_info[b * 5 + 3]; }
+  HANAMI_STEP int32_t brick_first_block(int b) const { return brick_info[b * 5 + 4]; }
+  HANAMI_STEP int32_t brick_blocks(int b) const {
+    return (brick_count(b) + kNeuronsPerBlock - 1) / kNeuronsPerBlock;
+  }
+  HANAMI_STEP int32_t block_count(int g) const { return block_info[g * 3 + 2]; }
+};
+
+struct TrainConfig {
+  uint64_t seed = 0;
+  float cooldown = 1e9f;
+  uint8_t refractory_time = 1;
+  bool reduction = false;
+  float learning_rate = 0.05f;
+  double init_scale = 0.2;
+  bool adagrad = false;
+  int input_fan_in = 1;
+  int field_rows = 0;  // receptive fields (rules.h: field_block); 0: target blocks are uniform
+  int field_cols = 0;
+  float field_radius = 0.0f;
+};
+
+// The config vector (cluster_state.h, ConfigIndex) as the step needs it; compat mode and the
+// learning rule are the caller's to check.
+HANAMI_STEP TrainConfig config_from(const double* c) {
+  TrainConfig cfg;
+  cfg.seed = uint64_t(c[kSeed]);
+  cfg.cooldown = float(c[kCooldown]);
+  cfg.refractory_time = uint8_t(c[kRefractoryTime]);
+  cfg.reduction = c[kReduction] != 0.0;
+  cfg.learning_rate = float(c[kLearningRate]);
+  cfg.init_scale = c[kInitScale];
+  cfg.adagrad = c[kOptimizer] == 1.0;
+  const int fan_in = int(c[kInputFanIn]);
+  cfg.input_fan_in = fan_in < 1 ? 1 : fan_in > kSectionsPerNeuron ? kSectionsPerNeuron : fan_in;
+  cfg.field_rows = int(c[kFieldRows]) > 0 ? int(c[kFieldRows]) : 0;
+  cfg.field_cols = int(c[kFieldCols]) > 0 ? int(c[kFieldCols]) : 0;
+  cfg.field_radius = float(c[kFieldRadius]);
+  return cfg;
+}
+
+// A request for a new section: key = neuron * 2^32 + (origin + 1), origin = the section whose
+// signal survived, or -1 for the first section of a newly firing neuron (unique per sample).
+struct Request {
+  int64_t key;
+  float offset;
+};
+
+// The scratch buffer, carved by carve_scratch() from one allocation of scratch_bytes().
+struct Scratch {
+  float* block_input;        // [blocks*64] input accumulators
+  float* block_delta;        // [blocks*256] deltas (entries >= 64 stay 0)
+  uint8_t* block_positive;   // [blocks*256] potential > 0 (reduction)
+  float* slot_value;         // [sections] per-section backward sums
+  int32_t* block_begin;      // [blocks+1] CSR of the live sections per block
+  int32_t* block_fill;       // [blocks] fill cursor while the CSR is built
+  int32_t* block_list;       // [sections]
+  int32_t* visit_section;    // [sections] reached sections of the sample, in walk order
+  int32_t* visit_reached;    // [sections]
+  int32_t* brick_visits;     // [bricks+1] first visit of each brick
+  int32_t* active_hidden;    // [neurons] neurons that fired, per brick in order
+  int32_t* brick_active;     // [bricks+1] first entry of each brick in active_hidden
+  int32_t* grown;            // [sections] sections whose length grew in the current brick
+  int32_t* new_start;        // [sections] compaction: new first slot of each section
+  Request* requests;         // [sections + neurons]
+  float* arena_temp;         // [capacity] compaction: one arena array at a time
+  int32_t n_requests;
+};
+
+HANAMI_STEP int64_t align_up(int64_t n) { return (n + 15) & ~int64_t(15); }
+
+HANAMI_STEP int64_t scratch_bytes(int64_t n_neurons, int64_t n_blocks, int64_t n_bricks,
+                                  int64_t capacity) {
+  const int64_t sections = n_neurons * kSectionsPerNeuron;
+  int64_t total = 0;
+  total += align_up(n_blocks * kNeuronsPerBlock * 4);
+  total += align_up(n_blocks * kDeltaStride * 4);
+  total += align_up(n_blocks * kDeltaStride);
+  total += align_up(sections * 4);        // slot_value
+  total += align_up((n_blocks + 1) * 4);  // block_begin
+  total += align_up(n_blocks * 4);        // block_fill
+  total += align_up(sections * 4) * 3;    // block_list, visit_section, visit_reached
+  total += align_up((n_bricks + 1) * 4);
+  total += align_up(n_neurons * 4);
+  total += align_up((n_bricks + 1) * 4);
+  total += align_up(sections * 4) * 2;  // grown, new_start
+  total += align_up((sections + n_neurons) * int64_t(sizeof(Request)));
+  total += align_up(capacity * 4);
+  return total;
+}
+
+HANAMI_STEP char* take(char** p, int64_t bytes) {
+  char* at = *p;
+  *p += align_up(bytes);
+  return at;
+}
+
+HANAMI_STEP Scratch carve_scratch(void* buffer, int64_t n_neurons, int64_t n_blocks,
+                                  int64_t n_bricks, int64_t capacity) {
+  const int64_t sections = n_neurons * kSectionsPerNeuron;
+  char* p = static_cast<char*>(buffer);
+  Scratch s;
+  s.block_input = reinterpret_cast<float*>(take(&p, n_blocks * kNeuronsPerBlock * 4));
+  s.block_delta = reinterpret_cast<float*>(take(&p, n_blocks * kDeltaStride * 4));
+  s.block_positive = reinterpret_cast<uint8_t*>(take(&p, n_blocks * kDeltaStride));
+  s.slot_value = reinterpret_cast<float*>(take(&p, sections * 4));
+  s.block_begin = reinterpret_cast<int32_t*>(take(&p, (n_blocks + 1) * 4));
+  s.block_fill = reinterpret_cast<int32_t*>(take(&p, n_blocks * 4));
+  s.block_list = reinterpret_cast<int32_t*>(take(&p, sections * 4));
+  s.visit_section = reinterpret_cast<int32_t*>(take(&p, sections * 4));
+  s.visit_reached = reinterpret_cast<int32_t*>(take(&p, sections * 4));
+  s.brick_visits = reinterpret_cast<int32_t*>(take(&p, (n_bricks + 1) * 4));
+  s.active_hidden = reinterpret_cast<int32_t*>(take(&p, n_neurons * 4));
+  s.brick_active = reinterpret_cast<int32_t*>(take(&p, (n_bricks + 1) * 4));
+  s.grown = reinterpret_cast<int32_t*>(take(&p, sections * 4));
+  s.new_start = reinterpret_cast<int32_t*>(take(&p, sections * 4));
+  s.requests = reinterpret_cast<Request*>(take(&p, (sections + n_neurons) * int64_t(sizeof(Request))));
+  s.arena_temp = reinterpret_cast<float*>(take(&p, capacity * 4));
+  s.n_requests = 0;
+  return s;
+}
+
+// ---- small helpers ----------------------------------------------------------------------------
+
+HANAMI_STEP int reserve_for(int len, int slack) {
+  return len + slack < kSynapsesPerSection ? len + slack : kSynapsesPerSection;
+}
+
+// the section slots of a neuron in use (sec_block != -1: live or pending), as a bit mask
+HANAMI_STEP uint32_t in_use(const TrainNet& v, int32_t neuron) {
+  uint32_t mask = 0;
+  for (int p = 0; p < kSectionsPerNeuron; ++p)
+    if (v.sec_block[neuron * kSectionsPerNeuron + p] != kNoSection) mask |= 1u << p;
+  return mask;
+}
+
+HANAMI_STEP int32_t brick_of_neuron(const TrainNet& v, int32_t neuron) {
+  int lo = 0, hi = v.n_bricks - 1;  // the last brick whose first neuron is <= neuron
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (v.brick_start(mid) <= neuron)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  return lo;
+}
+
+// Heap sorts (unique keys: the order is the one any correct sort gives).
+template <typename T, typename Key>
+HANAMI_STEP void sift_down(T* a, int64_t root, int64_t n, Key key) {
+  while (true) {
+    int64_t child = 2 * root + 1;
+    if (child >= n) return;
+    if (child + 1 < n && key(a[child]) < key(a[child + 1])) ++child;
+    if (!(key(a[root]) < key(a[child]))) return;
+    const T t = a[root];
+    a[root] = a[child];
+    a[child] = t;
+    root = child;
+  }
+}
+
+template <typename T, typename Key>
+HANAMI_STEP void heap_sort(T* a, int64_t n, Key key) {
+  for (int64_t i = n / 2 - 1; i >= 0; --i) sift_down(a, i, n, key);
+  for (int64_t end = n - 1; end > 0; --end) {
+    const T t = a[0];
+    a[0] = a[end];
+    a[end] = t;
+    sift_down(a, int64_t(0), end, key);
+  }
+}
+
+struct IntKey {
+  HANAMI_STEP int64_t operator()(int32_t x) const { return x; }
+};
+struct RequestKey {
+  HANAMI_STEP int64_t operator()(const Request& r) const { return r.key; }
+};
+
+template <typename T>
+HANAMI_STEP void copy_n(const T* from, int64_t n, T* to) {
+  for (int64_t i = 0; i < n; ++i) to[i] = from[i];
+}
+
+// ---- the live sections per block, ascending section id ------------------------------------------
+
+HANAMI_STEP void build_block_lists(const TrainNet& v, Scratch& sc) {
+  const int64_t n_sections = int64_t(v.n_neurons) * kSectionsPerNeuron;
+  for (int g = 0; g <= v.n_blocks; ++g) sc.block_begin[g] = 0;
+  for (int64_t s = 0; s < n_sections; ++s)
+    if (v.sec_block[s] >= 0) sc.block_begin[v.sec_block[s] + 1] += 1;
+  for (int g = 0; g < v.n_blocks; ++g) {
+    sc.block_begin[g + 1] += sc.block_begin[g];
+    sc.block_fill[g] = sc.block_begin[g];
+  }
+  for (int64_t s = 0; s < n_sections; ++s)
+    if (v.sec_block[s] >= 0) sc.block_list[sc.block_fill[v.sec_block[s]]++] = int32_t(s);
+}
+
+// ---- arena ---------------------------------------------------------------------------------------
+
+HANAMI_STEP int64_t allocate(const TrainNet& v, int n_slots) {
+  const int64_t top = v.counters[kArenaTop];
+  if (top + n_slots > v.capacity) return -1;
+  v.counters[kArenaTop] = top + n_slots;
+  return top;
+}
+
+// Keeps "reserve >= len + 1", so that a walk adds its one slot without allocating.
+HANAMI_STEP void ensure_reserve(const TrainNet& v, int32_t s) {
+  const int len = v.sec_len[s];
+  const int cap = v.sec_cap[s];
+  if (cap >= reserve_for(len, 1)) return;
+  const int new_cap = reserve_for(len, 1 + kGrowSlack);
+  const int64_t start = allocate(v, new_cap);
+  if (start < 0) {  // the next sample boundary compacts or asks the host for a larger arena
+    v.counters[kNeedy] += 1;
+    return;
+  }
+  const int64_t old = v.sec_start[s];
+  if (len > 0) {
+    copy_n(v.syn_weight + old, len, v.syn_weight + start);
+    copy_n(v.syn_upper + old, len, v.syn_upper + start);
+    copy_n(v.syn_target + old, len, v.syn_target + start);
+    if (v.syn_counter) copy_n(v.syn_counter + old, len, v.syn_counter + start);
+    if (v.syn_accum) copy_n(v.syn_accum + old, len, v.syn_accum + start);
+    if (v.syn_pending) copy_n(v.syn_pending + old, len, v.syn_pending + start);
+  }
+  v.counters[kGarbage] += cap;
+  v.sec_start[s] = int32_t(start);
+  v.sec_cap[s] = uint8_t(new_cap);
+}
+
+// One arena array rewritten in the new order through the temp buffer (T is 4 or 1 bytes wide).
+template <typename T>
+HANAMI_STEP void compact_array(const TrainNet& v, Scratch& sc, T* array, T fill, int64_t total) {
+  T* temp = reinterpret_cast<T*>(sc.arena_temp);
+  for (int64_t i = 0; i < total; ++i) temp[i] = fill;
+  for (int g = 0; g < v.n_blocks; ++g)
+    for (int32_t i = sc.block_begin[g]; i < sc.block_begin[g + 1]; ++i) {
+      const int32_t s = sc.block_list[i];
+      copy_n(array + v.sec_start[s], int64_t(v.sec_len[s]), temp + sc.new_start[s]);
+    }
+  copy_n(temp, total, array);
+}
+
+// Rewrites the arena densely in processing order (blocks in order, ascending section id),
+// len + slack slots per section. Returns false, changing nothing, when that does not fit.
+HANAMI_STEP bool compact(const TrainNet& v, Scratch& sc, int slack) {
+  build_block_lists(v, sc);
+  int64_t total = 0;
+  for (int32_t i = 0; i < sc.block_begin[v.n_blocks]; ++i)
+    total += reserve_for(v.sec_len[sc.block_list[i]], slack);
+  if (total > v.capacity) return false;
+  int64_t top = 0;
+  for (int32_t i = 0; i < sc.block_begin[v.n_blocks]; ++i) {
+    const int32_t s = sc.block_list[i];
+    sc.new_start[s] = int32_t(top);
+    top += reserve_for(v.sec_len[s], slack);
+  }
+  compact_array<float>(v, sc, v.syn_weight, 0.0f, total);
+  compact_array<float>(v, sc, v.syn_upper, 0.0f, total);
+  compact_array<uint8_t>(v, sc, v.syn_target, kEmptyTarget, total);
+  if (v.syn_counter) compact_array<uint8_t>(v, sc, v.syn_counter, uint8_t(0), total);
+  if (v.syn_accum) compact_array<float>(v, sc, v.syn_accum, 0.0f, total);
+  if (v.syn_pending) compact_array<float>(v, sc, v.syn_pending, 0.0f, total);
+  for (int32_t i = 0; i < sc.block_begin[v.n_blocks]; ++i) {
+    const int32_t s = sc.block_list[i];
+    v.sec_start[s] = sc.new_start[s];
+    v.sec_cap[s] = uint8_t(reserve_for(v.sec_len[s], slack));
+  }
+  v.counters[kArenaTop] = top;
+  v.counters[kGarbage] = 0;
+  v.counters[kNeedy] = 0;
+  return true;
+}
+
+// ---- sections --------------------------------------------------------------------------------------
+
+// Creates a section for `neuron` (spec §4.7): first free slot (or `fixed_slot`), a target brick
+// from the brick's list, a target block drawn uniformly or, with receptive fields, among the
+// blocks whose field holds the input pixel.
+HANAMI_STEP bool create_section(const TrainNet& v, const TrainConfig& cfg, int64_t step,
+                                int32_t neuron, float offset, int32_t fixed_slot) {
+  const int32_t brick = brick_of_neuron(v, neuron);
+  if (v.brick_kind(brick) == kOutput) return false;
+  int p = fixed_slot;
+  if (p < 0) {
+    const uint32_t mask = in_use(v, neuron);
+    for (int q = 0; q < kSectionsPerNeuron && p < 0; ++q)
+      if (!(mask & (1u << q))) p = q;
+  }
+  if (p < 0) return false;  // all eight section slots taken
+  const int32_t s = neuron * kSectionsPerNeuron + p;
+  const uint32_t pick = draw(cfg.seed, kStreamSection, uint64_t(step), uint32_t(s), 0);
+  const int32_t target_brick = v.brick_targets[brick * kTargetBricks + pick % kTargetBricks];
+  if (target_brick < 0) return false;
+  const uint32_t pick_block = draw(cfg.seed, kStreamSection, uint64_t(step), uint32_t(s), 1);
+  const int32_t n_blocks = v.brick_blocks(target_brick);
+  const bool field = cfg.field_rows > 0 && v.brick_kind(brick) == kInput;
+  const int32_t block =
+      v.brick_first_block(target_brick) +
+      (field ? field_block(neuron - v.brick_start(brick), n_blocks, cfg.field_rows, cfg.field_cols,
+                           cfg.field_radius, pick_block)
+             : int32_t(pick_block % uint32_t(n_blocks)));
+  v.sec_block[s] = block;
+  v.sec_offset[s] = offset;
+  v.sec_has_next[s] = 0;
+  v.sec_len[s] = 0;
+  v.sec_cap[s] = 0;
+  v.sec_start[s] = 0;
+  v.counters[kSections] += 1;
+  ensure_reserve(v, s);
+  return true;
+}
+
+// The default mode's growth step: sections freed by reduction are re-created in their slots
+// (ascending id), then the sample's requests in (neuron, origin) order.
+HANAMI_STEP void create_requested_sections(const TrainNet& v, const TrainConfig& cfg, Scratch& sc,
+                                           int64_t step) {
+  const int64_t n_sections = int64_t(v.n_neurons) * kSectionsPerNeuron;
+  for (int64_t s = 0; s < n_sections; ++s) {
+    if (v.sec_block[s] != kPendingSection) continue;
+    v.sec_block[s] = kNoSection;
+    const uint8_t had_next = v.sec_has_next[s];
+    if (create_section(v, cfg, step, int32_t(s / kSectionsPerNeuron), v.sec_offset[s],
+                       int32_t(s % kSectionsPerNeuron)))
+      v.sec_has_next[s] = had_next;
+  }
+  heap_sort(sc.requests, int64_t(sc.n_requests), RequestKey());
+  for (int32_t i = 0; i < sc.n_requests; ++i)
+    create_section(v, cfg, step, int32_t(sc.requests[i].key >> 32), sc.requests[i].offset, -1);
+  sc.n_requests = 0;
+}
+
+// ---- walks --------------------------------------------------------------------------------------
+
+HANAMI_STEP void add_request(Scratch& sc, int32_t neuron, int32_t origin, float offset) {
+  sc.requests[sc.n_requests++] = {(int64_t(neuron) << 32) + int64_t(origin + 1), offset};
+}
+
+HANAMI_STEP int32_t finish_walk(const TrainNet& v, Scratch& sc, int32_t s, int32_t reached_slots,
+                                bool survived, float last_upper) {
+  if (survived && !v.sec_has_next[s]) {
+    v.sec_has_next[s] = 1;
+    add_request(sc, s / kSectionsPerNeuron, s, chain_offset(v.sec_offset[s], last_upper, false));
+  }
+  return reached_slots;
+}
+
+// The synapse of an empty slot that a training walk reached (spec §4.4); returns its target.
+HANAMI_STEP int32_t create_synapse(const TrainNet& v, const TrainConfig& cfg, int64_t step, int32_t s,
+                                   int k, float p_above, float lower, int32_t block_neurons) {
+  const int64_t base = v.sec_start[s];
+  const int len = v.sec_len[s];
+  const uint32_t key = uint32_t(s);
+  const uint32_t pick_target = draw(cfg.seed, kStreamSynapse, uint64_t(step), key, 0);
+  const uint32_t pick_weight = draw(cfg.seed, kStreamSynapse, uint64_t(step), key, 1);
+  const uint32_t pick_sign = draw(cfg.seed, kStreamSynapse, uint64_t(step), key, 2);
+  const float old_upper = k < len ? v.syn_upper[base + k] : lower;
+  v.syn_target[base + k] = uint8_t(pick_target % uint32_t(block_neurons));
+  v.syn_weight[base + k] = initial_weight(pick_weight, pick_sign, cfg.init_scale);
+  v.syn_upper[base + k] = p_above;
+  const float shift = p_above - old_upper;
+  for (int j = k + 1; j < len; ++j) v.syn_upper[base + j] = v.syn_upper[base + j] + shift;
+  if (v.syn_counter) v.syn_counter[base + k] = kCounterStart;
+  if (v.syn_accum) v.syn_accum[base + k] = 0.0f;
+  if (v.syn_pending) v.syn_pending[base + k] = 0.0f;
+  if (k >= len) v.sec_len[s] = uint8_t(k + 1);
+  v.counters[kSynapses] += 1;
+  return v.syn_target[base + k];
+}
+
+// Training walk of one section (spec §4.3): creates, splits, adds contributions, asks for a
+// successor when the signal survives all 63 slots. Returns the number of reached slots.
+HANAMI_STEP int32_t walk_train(const TrainNet& v, const TrainConfig& cfg, Scratch& sc, int64_t step,
+                               int32_t s, float potential, float* block_input, int32_t block_neurons,
+                               int32_t* n_grown) {
+  const float p_above = potential - v.sec_offset[s];
+  const int64_t base = v.sec_start[s];
+  float* upper = v.syn_upper + base;
+  float* weight = v.syn_weight + base;
+  uint8_t* target = v.syn_target + base;
+  const int len = v.sec_len[s];
+  float lower = 0.0f;
+  int k = 0;
+  for (; k < len; ++k) {
+    const float r = remaining(p_above, lower);
+    if (!reached(r)) return finish_walk(v, sc, s, k, false, 0.0f);
+    const uint8_t t = target[k];
+    const float u = upper[k];
+    const float border = u - lower;
+    if (t == kEmptyTarget || r < border) {
+      if (t == kEmptyTarget) {
+        const int32_t created = create_synapse(v, cfg, step, s, k, p_above, lower, block_neurons);
+        block_input[created] += contribution(weight[k], r, upper[k] - lower);
+      } else {
+        float b = border;
+        if (should_split(border, r, k)) {
+          upper[k] = split_upper(lower, u);
+          if (k + 1 == len) {  // the upper half becomes an empty slot with a border
+            upper[k + 1] = u;
+            weight[k + 1] = 0.0f;
+            target[k + 1] = kEmptyTarget;
+            if (v.syn_counter) v.syn_counter[base + k + 1] = 0;
+            if (v.syn_accum) v.syn_accum[base + k + 1] = 0.0f;
+            if (v.syn_pending) v.syn_pending[base + k + 1] = 0.0f;
+            v.sec_len[s] = uint8_t(len + 1);
+          }
+          b = upper[k] - lower;
+        }
+        block_input[t] += contribution(weight[k], r, b);
+      }
+      if (v.sec_len[s] != len) sc.grown[(*n_grown)++] = s;
+      return finish_walk(v, sc, s, k + 1, false, 0.0f);
+    }
+    block_input[t] += weight[k];
+    lower = u;
+  }
+  const float r = remaining(p_above, lower);
+  if (k < kSynapsesPerSection) {
+    if (!reached(r)) return finish_walk(v, sc, s, k, false, 0.0f);
+    const int32_t created = create_synapse(v, cfg, step, s, k, p_above, lower, block_neurons);
+    block_input[created] += contribution(weight[k], r, upper[k] - lower);
+    sc.grown[(*n_grown)++] = s;
+    return finish_walk(v, sc, s, k + 1, false, 0.0f);
+  }
+  return finish_walk(v, sc, s, k, reached(r), lower);  // all 63 slots: the chain may grow
+}
+
+// ---- phases ---------------------------------------------------------------------------------------
+
+// Raw inputs become the input neurons' potentials; a newly firing input neuron gets its first
+// sections. Returns false when those found no room and a compaction does not help.
+HANAMI_STEP bool input_phase(const TrainNet& v, const TrainConfig& cfg, Scratch& sc, int64_t step,
+                             const float* x) {
+  for (int b = 0; b < v.n_bricks; ++b) {
+    if (v.brick_kind(b) != kInput) continue;
+    const int32_t start = v.brick_start(b);
+    const float* values = x + v.brick_io(b);
+    for (int i = 0; i < v.brick_count(b); ++i) {
+      v.potential[start + i] = values[i];
+      v.active[start + i] = values[i] > 0.0f;
+    }
+    for (int i = 0; i < v.brick_count(b); ++i)
+      if (v.active[start + i] && in_use(v, start + i) == 0)
+        for (int f = 0; f < cfg.input_fan_in; ++f) create_section(v, cfg, step, start + i, 0.0f, -1);
+  }
+  return v.counters[kNeedy] == 0 || compact(v, sc, kCompactSlack);
+}
+
+HANAMI_STEP void forward_brick(const TrainNet& v, const TrainConfig& cfg, Scratch& sc, int64_t step,
+                               int b, int32_t* n_visits) {
+  int32_t n_grown = 0;
+  for (int g = v.brick_first_block(b); g < v.brick_first_block(b) + v.brick_blocks(b); ++g) {
+    float* block_input = sc.block_input + int64_t(g) * kNeuronsPerBlock;
+    const int32_t block_neurons = v.block_count(g);
+    for (int32_t i = sc.block_begin[g]; i < sc.block_begin[g + 1]; ++i) {
+      const int32_t s = sc.block_list[i];
+      const int32_t neuron = s / kSectionsPerNeuron;
+      if (!v.active[neuron]) continue;
+      sc.visit_section[*n_visits] = s;
+      sc.visit_reached[*n_visits] =
+          walk_train(v, cfg, sc, step, s, v.potential[neuron], block_input, block_neurons, &n_grown);
+      *n_visits += 1;
+    }
+  }
+  // reserves are renewed in section order (engine.cpp: merge_lanes)
+  heap_sort(sc.grown, int64_t(n_grown), IntKey());
+  for (int32_t i = 0; i < n_grown; ++i) ensure_reserve(v, sc.grown[i]);
+}
+
+// entry of a brick's neuron i in rows of kDeltaStride per block, counted from the brick's first block
+HANAMI_STEP int64_t row_index(int i) {
+  return int64_t(i / kNeuronsPerBlock) * kDeltaStride + i % kNeuronsPerBlock;
+}
+
+HANAMI_STEP void update_neurons(const TrainNet& v, const TrainConfig& cfg, Scratch& sc, int b,
+                                const float* target, float* output) {
+  const int32_t start = v.brick_start(b);
+  const int32_t first_block = v.brick_first_block(b);
+  const int count = v.brick_count(b);
+  float* input = sc.block_input + int64_t(first_block) * kNeuronsPerBlock;
+  float* delta = sc.block_delta + int64_t(first_block) * kDeltaStride;
+  uint8_t* positive = sc.block_positive + int64_t(first_block) * kDeltaStride;
+  int32_t n_active = sc.brick_active[b];
+  if (v.brick_kind(b) == kOutput) {
+    for (int i = 0; i < count; ++i) {
+      const float o = output_activation(input[i]);
+      v.potential[start + i] = o;
+      v.active[start + i] = 0;
+      output[v.brick_io(b) + i] = o;
+      delta[row_index(i)] = output_delta(o, target[v.brick_io(b) + i]);
+      if (v.syn_counter) positive[row_index(i)] = o > 0.0f;
+    }
+  } else {
+    for (int i = 0; i < count; ++i) {  // hidden_step (rules.h), split as in engine.cpp
+      const int32_t n = start + i;
+      const uint8_t shifted = uint8_t(v.refractory[n] >> 1);
+      const bool let_in = shifted == 0;
+      v.refractory[n] = let_in ? cfg.refractory_time : shifted;
+      const float decayed = v.potential[n] / cfg.cooldown;
+      const float p = let_in ? decayed + input[i] : decayed;
+      v.active[n] = p > 0.0f;
+      v.potential[n] = p > 0.0f ? p : 0.0f;
+      if (v.syn_counter) positive[row_index(i)] = 0;
+      if (p > 0.0f) sc.active_hidden[n_active++] = n;
+    }
+    for (int32_t j = sc.brick_active[b]; j < n_active; ++j) {
+      const int32_t n = sc.active_hidden[j];
+      v.potential[n] = hidden_activation(v.potential[n]);
+      if (v.syn_counter) positive[row_index(n - start)] = v.potential[n] > 0.0f;
+      if (in_use(v, n) == 0) add_request(sc, n, -1, 0.0f);
+    }
+  }
+  sc.brick_active[b + 1] = n_active;
+  for (int64_t i = 0; i < int64_t(v.brick_blocks(b)) * kNeuronsPerBlock; ++i) input[i] = 0.0f;
+}
+
+// Hanami's backward rule (spec §5): bricks in reverse, deltas of the hidden neurons from their
+// section slots, then every reached synapse into the brick moves by lr * delta of its target (or,
+// in a batch, adds that delta to its pending sum). Sums in the lane order of simd.h.
+HANAMI_STEP void backward(const TrainNet& v, const TrainConfig& cfg, Scratch& sc) {
+  const float lr = cfg.learning_rate;
+  for (int b = v.n_bricks - 1; b >= 0; --b) {
+    const int32_t kind = v.brick_kind(b);
+    if (kind == kInput) continue;
+    if (kind == kHidden) {
+      const int32_t start = v.brick_start(b);
+      const int32_t first_block = v.brick_first_block(b);
+      for (int g = first_block; g < first_block + v.brick_blocks(b); ++g)
+        for (int i = 0; i < kNeuronsPerBlock; ++i) sc.block_delta[int64_t(g) * kDeltaStride + i] = 0.0f;
+      for (int32_t j = sc.brick_active[b]; j < sc.brick_active[b + 1]; ++j) {
+        const int32_t n = sc.active_hidden[j];
+        float sum = 0.0f;
+        for (int p = 0; p < kSectionsPerNeuron; ++p) sum = sum + sc.slot_value[int64_t(n) * 8 + p];
+        const int32_t i = n - start;
+        sc.block_delta[int64_t(first_block) * kDeltaStride + row_index(i)] = hidden_delta(sum, v.potential[n]);
+      }
+    }
+    for (int32_t q = sc.brick_visits[b]; q < sc.brick_visits[b + 1]; ++q) {
+      const int32_t s = sc.visit_section[q];
+      const int count = sc.visit_reached[q];
+      const int32_t g = v.sec_block[s];
+      const float* delta = sc.block_delta + int64_t(g) * kDeltaStride;
+      const int64_t base = v.sec_start[s];
+      float* weight = v.syn_weight + base;
+      const uint8_t* target = v.syn_target + base;
+      if (v.syn_counter) {
+        uint8_t* counter = v.syn_counter + base;
+        const uint8_t* positive = sc.block_positive + int64_t(g) * kDeltaStride;
+        for (int k = 0; k < count; ++k) {
+          const uint8_t t = target[k];
+          const bool useful = positive[t] == (weight[k] > 0.0f);
+          counter[k] = uint8_t(counter[k] + (t != kEmptyTarget && counter[k] < kCounterPersistent && useful));
+        }
+      }
+      const bool source_is_input =
+          v.brick_kind(brick_of_neuron(v, s / kSectionsPerNeuron)) == kInput;
+      float lanes[kSumLanes];
+      for (int i = 0; i < kSumLanes; ++i) lanes[i] = 0.0f;
+      for (int k = 0; k < count; ++k) {
+        const float d = delta[target[k]];
+        lanes[k % kSumLanes] = lanes[k % kSumLanes] + d * weight[k];
+        if (v.syn_pending)
+          v.syn_pending[base + k] = v.syn_pending[base + k] + d;
+        else if (v.syn_accum)
+          weight[k] = adagrad_weight(weight[k], v.syn_accum + base + k, d, lr);
+        else
+          weight[k] = updated_weight(weight[k], d, lr);
+      }
+      if (!source_is_input || v.syn_accum) sc.slot_value[s] = lane_total(lanes);
+    }
+  }
+  for (int32_t q = 0; q < sc.brick_visits[v.n_bricks]; ++q) sc.slot_value[sc.visit_section[q]] = 0.0f;
+}
+
+// End of a batch: every live synapse moves once by its summed delta, which becomes 0. Sections
+// the batch did not reach hold zero sums, which leave weight and Adagrad sum bit-identical.
+HANAMI_STEP void flush_batch(const TrainNet& v, const TrainConfig& cfg) {
+  const int64_t n_sections = int64_t(v.n_neurons) * kSectionsPerNeuron;
+  for (int64_t s = 0; s < n_sections; ++s) {
+    if (v.sec_block[s] < 0) continue;
+    const int64_t base = v.sec_start[s];
+    for (int k = 0; k < v.sec_len[s]; ++k) {
+      float* w = v.syn_weight + base + k;
+      const float sum = v.syn_pending[base + k];
+      *w = v.syn_accum ? adagrad_weight(*w, v.syn_accum + base + k, sum, cfg.learning_rate)
+                       : updated_weight(*w, sum, cfg.learning_rate);
+      v.syn_pending[base + k] = 0.0f;
+    }
+  }
+}
+
+// Reduction (spec §5.7), the default mode's clean removal: non-persistent counters decay, a
+// synapse at 0 is deleted (later slots move down, keeping their borders), a section without
+// synapses is freed and re-created at the next growth step.
+HANAMI_STEP void reduce(const TrainNet& v, Scratch& sc) {
+  build_block_lists(v, sc);
+  int32_t n_emptied = 0;
+  int32_t* emptied = sc.grown;
+  for (int32_t i = 0; i < sc.block_begin[v.n_blocks]; ++i) {
+    const int32_t s = sc.block_list[i];
+    const int64_t base = v.sec_start[s];
+    float* upper = v.syn_upper + base;
+    float* weight = v.syn_weight + base;
+    uint8_t* target = v.syn_target + base;
+    uint8_t* counter = v.syn_counter + base;
+    float* accum = v.syn_accum ? v.syn_accum + base : nullptr;
+    float* pending = v.syn_pending ? v.syn_pending + base : nullptr;
+    int len = v.sec_len[s];
+    int live = 0;
+    float lower = 0.0f, shift = 0.0f;
+    int kept = 0;
+    for (int k = 0; k < len; ++k) {
+      const float u = upper[k];
+      const float border = u - lower;
+      lower = u;
+      if (target[k] != kEmptyTarget) {
+        uint8_t c = counter[k];
+        if (c < kCounterPersistent) c = uint8_t(c - 1);
+        if (c == 0) {
+          shift = shift + border;
+          v.counters[kSynapses] -= 1;
+          continue;
+        }
+        counter[k] = c;
+        ++live;
+      }
+      upper[kept] = u - shift;
+      weight[kept] = weight[k];
+      target[kept] = target[k];
+      counter[kept] = counter[k];
+      if (accum) accum[kept] = accum[k];
+      if (pending) pending[kept] = pending[k];
+      ++kept;
+    }
+    len = kept;
+    while (len > 0 && target[len - 1] == kEmptyTarget &&
+           upper[len - 1] == (len > 1 ? upper[len - 2] : 0.0f))
+      --len;
+    v.sec_len[s] = uint8_t(len);
+    if (live == 0) emptied[n_emptied++] = s;
+  }
+  for (int32_t i = 0; i < n_emptied; ++i) {
+    const int32_t s = emptied[i];
+    v.counters[kGarbage] += v.sec_cap[s];
+    v.counters[kSections] -= 1;
+    v.sec_len[s] = 0;
+    v.sec_cap[s] = 0;
+    v.sec_block[s] = kPendingSection;
+  }
+}
+
+// Prepares the per-call scratch state (the engine's constructor).
+HANAMI_STEP void begin_call(const TrainNet& v, Scratch& sc) {
+  for (int64_t i = 0; i < int64_t(v.n_blocks) * kNeuronsPerBlock; ++i) sc.block_input[i] = 0.0f;
+  for (int64_t i = 0; i < int64_t(v.n_blocks) * kDeltaStride; ++i) {
+    sc.block_delta[i] = 0.0f;
+    sc.block_positive[i] = 0;
+  }
+  for (int64_t s = 0; s < int64_t(v.n_neurons) * kSectionsPerNeuron; ++s) sc.slot_value[s] = 0.0f;
+  if (v.syn_counter)
+    for (int b = 0; b < v.n_bricks; ++b)
+      for (int i = 0; i < v.brick_count(b); ++i)
+        sc.block_positive[int64_t(v.brick_first_block(b)) * kDeltaStride + row_index(i)] =
+            v.potential[v.brick_start(b) + i] > 0.0f;
+  sc.n_requests = 0;
+}
+
+// Online learning over samples [start, count), like Engine::train: one cycle each. Returns the
+// first sample not done: count, or earlier when the arena must grow first (the host grows it and
+// calls again from there). With syn_pending the weight steps are summed over batches of
+// batch_size rows counted from row 0 (engine.h, "Batches").
+HANAMI_STEP int64_t train(const TrainNet& v, const TrainConfig& cfg, Scratch& sc, const float* inputs,
+                          int64_t n_inputs, const float* targets, int64_t n_outputs, float* outputs,
+                          int64_t start, int64_t count, int64_t batch_size) {
+  begin_call(v, sc);
+  for (int64_t i = start; i < count; ++i) {
+    // sample boundary: the only place where the arena is compacted
+    const int64_t top = v.counters[kArenaTop];
+    if (v.counters[kNeedy] > 0 || v.counters[kGarbage] > (top / 4 > 4096 ? top / 4 : 4096)) {
+      if (!compact(v, sc, kCompactSlack)) return i;
+    }
+    const int64_t step = v.counters[kStep];
+    if (!input_phase(v, cfg, sc, step, inputs + i * n_inputs)) return i;
+    build_block_lists(v, sc);
+    int32_t n_visits = 0;
+    sc.brick_active[0] = 0;
+    for (int b = 0; b < v.n_bricks; ++b) {
+      sc.brick_visits[b] = n_visits;
+      if (v.brick_kind(b) == kInput) {
+        sc.brick_active[b + 1] = sc.brick_active[b];
+        continue;
+      }
+      forward_brick(v, cfg, sc, step, b, &n_visits);
+      update_neurons(v, cfg, sc, b, targets + i * n_outputs, outputs + i * n_outputs);
+    }
+    sc.brick_visits[v.n_bricks] = n_visits;
+    create_requested_sections(v, cfg, sc, step);
+    backward(v, cfg, sc);
+    v.counters[kStep] = step + 1;
+    if (cfg.reduction && v.counters[kStep] % kReductionInterval == 0) reduce(v, sc);
+    if (v.syn_pending && ((i + 1) % batch_size == 0 || i + 1 == count)) flush_batch(v, cfg);
+  }
+  return count;
+}
+
+}  // namespace portable
+}  // namespace hanami

@@ -1,0 +1,289 @@
+"""The portable train step (csrc/portable/train_step.h) against the CPU engine, bit for bit.
+
+The GPU learns with the portable step (one CUDA thread, csrc/cuda/train_cuda.cu); on the CPU the
+same code runs as the test-only op ``hanami::train_portable_`` (same schema as ``train_``). Every
+test lets the engine's ``train_`` and the portable op learn the same samples from the same cluster,
+through the loop of ``HanamiCluster._train`` (the arena grows when an op stops early), and asks for
+identical outputs, identical state tensors (network, weights, arena layout, counters, neuron
+state) and the same points where the arena had to grow.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from hanami_torch import HanamiCluster, ops, templates
+from hanami_torch.reference import cluster_structure
+
+# opcheck needs the metadata rules of the op; they are train_'s
+torch.library.register_fake("hanami::train_portable_")(ops._train_fake)
+
+LINE = """version: 1
+settings:
+    enable_reduction: {reduction}
+    neuron_cooldown: {cooldown}
+    refractory_time: {refractory}
+bricks:
+    1,1,1
+        input: pixels
+        number_of_neurons: 9
+    2,1,1
+        number_of_neurons: 70
+    3,1,1
+        number_of_neurons: 130
+    4,1,1
+        output: classes
+        number_of_neurons: 4
+"""
+
+MULTI_IO = """version: 1
+bricks:
+    1,1,1
+        input: left
+        number_of_neurons: 5
+    1,1,2
+        input: right
+        number_of_neurons: 3
+    2,1,1
+        number_of_neurons: 65
+    2,1,2
+        output: first
+        number_of_neurons: 2
+    3,1,1
+        output: second
+        number_of_neurons: 3
+"""
+
+#: (reduction, spiking, cluster keyword arguments)
+OPTIONS = {
+    "sgd": (False, False, {}),
+    "adagrad": (False, False, {"optimizer": "adagrad", "learning_rate": 0.02, "input_fan_in": 3}),
+    "reduction": (True, False, {}),
+    "adagrad-reduction": (True, False, {"optimizer": "adagrad", "learning_rate": 0.02}),
+    "spiking": (False, True, {}),
+    "spiking-reduction": (True, True, {"input_fan_in": 2}),
+    "fields": (False, False, {"input_shape": (3, 3), "field_radius": 1.0}),
+}
+
+
+def make(option: str, seed: int = 3) -> HanamiCluster:
+    reduction, spiking, kwargs = OPTIONS[option]
+    text = LINE.format(
+        reduction="true" if reduction else "false",
+        cooldown="1.5" if spiking else "100000000000.0",
+        refractory=3 if spiking else 1,
+    )
+    return HanamiCluster(text, seed=seed, **kwargs)
+
+
+def samples(n_inputs: int, n_outputs: int, rows: int, seed: int):
+    gen = np.random.default_rng(seed)
+    x = gen.uniform(-50, 300, size=(rows, n_inputs)).astype(np.float32)
+    x[gen.random(x.shape) < 0.4] = 0.0
+    x[:, 0] = np.linspace(0.5, 400.0, rows, dtype=np.float32)  # a ramp: chains grow
+    y = (gen.random((rows, n_outputs)) < 0.3).astype(np.float32)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def learn(op, cluster: HanamiCluster, x, y, batch_size: int = 1, chunk: int | None = None):
+    """HanamiCluster._train's loop with `op`, over chunks of `chunk` rows (one call each, resumed
+    after arena growth). Returns the outputs and the starts of all calls."""
+    out = torch.empty_like(y)
+    starts = []
+    chunk = chunk or x.shape[0]
+    for lo in range(0, x.shape[0], chunk):
+        xs, ys, outs = x[lo : lo + chunk], y[lo : lo + chunk], out[lo : lo + chunk]
+        size = cluster.syn_weight.numel() if batch_size > 1 else 0
+        pending = torch.zeros(size)
+        start = 0
+        while start < xs.shape[0]:
+            cluster._sync_threads()
+            op(cluster._layout(), cluster._state(), cluster.config, xs, ys, outs, start, pending, batch_size)
+            starts.append(lo + start)
+            done = int(cluster.counters[ops.COUNTER_PROCESSED])
+            assert done >= start
+            if done < xs.shape[0]:
+                assert len(starts) < 200, "the arena did not grow as needed"
+                pending = cluster._resize_arena(max(2 * cluster.syn_weight.numel(), 16), pending)
+            start = done
+    return out, starts
+
+
+def assert_identical(portable: HanamiCluster, engine: HanamiCluster) -> None:
+    for name in ops.LAYOUT + ops.STATE:
+        a, b = getattr(portable, name), getattr(engine, name)
+        assert a.shape == b.shape and torch.equal(a, b), f"{name} differs"
+    assert cluster_structure(portable) == cluster_structure(engine)
+
+
+def run_both(cluster: HanamiCluster, x, y, batch_size: int = 1, chunk: int | None = None, arena: int | None = None):
+    engine, portable = copy.deepcopy(cluster), copy.deepcopy(cluster)
+    if arena is not None:
+        engine._resize_arena(arena)
+        portable._resize_arena(arena)
+    out_engine, starts_engine = learn(torch.ops.hanami.train_, engine, x, y, batch_size, chunk)
+    out_portable, starts_portable = learn(torch.ops.hanami.train_portable_, portable, x, y, batch_size, chunk)
+    assert torch.equal(out_portable, out_engine)
+    assert starts_portable == starts_engine
+    assert_identical(portable, engine)
+    return portable, starts_engine
+
+
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+def test_options_match_the_engine(option):
+    cluster = make(option)
+    x, y = samples(cluster.n_inputs, cluster.n_outputs, 260, seed=1)
+    # warm up on the engine, then make reduction delete synapses soon (counters at 1)
+    cluster.learn_many(x[:60], y[:60], compact=False)
+    if OPTIONS[option][0]:
+        cluster.syn_counter.fill_(1)
+    result, _ = run_both(cluster, x[60:], y[60:])
+    assert int(result.counters[ops.COUNTER_SYNAPSES]) > 100 and int(result.counters[ops.COUNTER_STEP]) == 260
+    if OPTIONS[option][0]:  # the reductions at steps 100 and 200 deleted synapses
+        without = copy.deepcopy(cluster)
+        without.config[ops.CONFIG_REDUCTION] = 0.0
+        without.learn_many(x[60:], y[60:], compact=False)
+        assert cluster_structure(without)["sections"] != cluster_structure(result)["sections"]
+
+
+@pytest.mark.parametrize("option", ["sgd", "adagrad-reduction", "spiking-reduction"])
+def test_arena_growth_and_compaction_inside_calls(option):
+    """From a 16-slot arena the ops stop for growth many times; compactions at sample boundaries
+    (needy sections, garbage) happen inside the calls."""
+    cluster = make(option, seed=5)
+    x, y = samples(cluster.n_inputs, cluster.n_outputs, 230, seed=2)
+    result, starts = run_both(cluster, x, y, arena=16, chunk=77)
+    assert len(starts) > 6, starts
+    assert int(result.counters[ops.COUNTER_SYNAPSES]) > 100
+
+
+@pytest.mark.parametrize("option, batch_size", [("sgd", 4), ("adagrad", 5), ("reduction", 7),
+                                                 ("adagrad-reduction", 16), ("spiking", 3)])
+def test_batches_match_the_engine(option, batch_size):
+    cluster = make(option, seed=6)
+    x, y = samples(cluster.n_inputs, cluster.n_outputs, 230, seed=3)
+    cluster.learn_many(x[:30], y[:30], compact=False)
+    if OPTIONS[option][0]:
+        cluster.syn_counter.fill_(1)
+    run_both(cluster, x[30:], y[30:], batch_size=batch_size)
+
+
+@pytest.mark.parametrize("option", ["sgd", "adagrad-reduction"])
+def test_batches_resumed_after_arena_growth(option):
+    cluster = make(option, seed=8)
+    x, y = samples(cluster.n_inputs, cluster.n_outputs, 170, seed=4)
+    _, starts = run_both(cluster, x, y, batch_size=7, arena=16)
+    assert any(start % 7 for start in starts), starts
+
+
+def test_several_input_and_output_bricks():
+    cluster = HanamiCluster(MULTI_IO, seed=2)
+    x, y = samples(cluster.n_inputs, cluster.n_outputs, 150, seed=5)
+    result, _ = run_both(cluster, x, y, arena=64)
+    assert int(result.counters[ops.COUNTER_SYNAPSES]) > 50
+
+
+def random_template(gen: np.random.Generator) -> tuple[str, dict]:
+    """A line of 3 to 5 bricks with random sizes (hidden bricks of one or several blocks), random
+    reduction and spiking settings, and random cluster options."""
+    n_bricks = int(gen.integers(3, 6))
+    sizes = [int(gen.integers(3, 40))] + [int(gen.integers(5, 200)) for _ in range(n_bricks - 2)]
+    sizes.append(int(gen.integers(2, 12)))
+    reduction, spiking = bool(gen.random() < 0.5), bool(gen.random() < 0.4)
+    lines = ["version: 1", "settings:", f"    enable_reduction: {'true' if reduction else 'false'}",
+             f"    neuron_cooldown: {'2.0' if spiking else '100000000000.0'}",
+             f"    refractory_time: {int(gen.integers(2, 5)) if spiking else 1}",
+             f"    max_connection_distance: {int(gen.integers(1, 3))}", "bricks:"]
+    for i, n in enumerate(sizes):
+        lines.append(f"    {i + 1},1,1")
+        if i == 0:
+            lines.append("        input: x")
+        if i == n_bricks - 1:
+            lines.append("        output: y")
+        lines.append(f"        number_of_neurons: {n}")
+    options = {"input_fan_in": int(gen.integers(1, 5))}
+    if gen.random() < 0.5:
+        options |= {"optimizer": "adagrad", "learning_rate": 0.03}
+    return "\n".join(lines) + "\n", options
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_templates_match_the_engine(seed):
+    gen = np.random.default_rng(100 + seed)
+    text, options = random_template(gen)
+    cluster = HanamiCluster(text, seed=seed, **options)
+    x, y = samples(cluster.n_inputs, cluster.n_outputs, 250, seed=seed)
+    if cluster.template.settings.enable_reduction:
+        cluster.learn_many(x[:40], y[:40], compact=False)
+        cluster.syn_counter.fill_(1)
+        x, y = x[40:], y[40:]
+    batch_size = int(gen.choice([1, 1, 3, 8]))
+    result, _ = run_both(cluster, x, y, batch_size=batch_size, arena=int(gen.choice([16, 1000, 1 << 14])))
+    assert int(result.counters[ops.COUNTER_SYNAPSES]) > 0
+
+
+def mnist_like(rows: int, seed: int):
+    """Images shaped like MNIST's (784 pixels 0..255, about 19% lit) in 10 classes."""
+    blobs = torch.rand(10, 784, generator=torch.Generator().manual_seed(12345)) < 0.19
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 10, (rows,), generator=g)
+    lit = blobs[labels] ^ (torch.rand(rows, 784, generator=g) < 0.05)
+    x = torch.where(lit, torch.randint(1, 256, (rows, 784), generator=g).float(), torch.zeros(()))
+    return x, torch.nn.functional.one_hot(labels, 10).float()
+
+
+def test_mnist_template_on_mnist_like_images():
+    cluster = HanamiCluster(templates.MNIST, seed=0)
+    x, y = mnist_like(300, seed=1)
+    result, starts = run_both(cluster, x, y, chunk=100)
+    assert int(result.counters[ops.COUNTER_SYNAPSES]) > 10_000
+
+
+def test_mnist_samples(mnist_train):
+    """300 real MNIST images with Adagrad, from a 4096-slot arena."""
+    pixels, labels = mnist_train
+    x, y = pixels[:300].contiguous(), torch.nn.functional.one_hot(labels[:300], 10).float()
+    cluster = HanamiCluster(templates.MNIST, seed=1, optimizer="adagrad", learning_rate=0.02)
+    result, starts = run_both(cluster, x, y, arena=4096)
+    assert len(starts) > 1 and int(result.counters[ops.COUNTER_SYNAPSES]) > 5_000
+
+
+def test_portable_op_refuses_compat_and_bad_arguments():
+    cluster = HanamiCluster(templates.TABLE, seed=0, compat=True)
+    x, y = torch.rand(4, 25) * 50, torch.rand(4, 5)
+    args = (cluster._layout(), cluster._state(), cluster.config, x, y, torch.empty(4, 5))
+    with pytest.raises(RuntimeError, match="portable train step has no compat mode"):
+        torch.ops.hanami.train_portable_(*args, 0, torch.empty(0), 1)
+    cluster = HanamiCluster(templates.TABLE, seed=0)
+    args = (cluster._layout(), cluster._state(), cluster.config, x, y, torch.empty(4, 5))
+    capacity = cluster.syn_weight.numel()
+    for start, pending, batch_size, message in (
+        (5, torch.empty(0), 1, "start out of range"),
+        (0, torch.zeros(capacity), 0, "batch_size must be at least 1"),
+        (0, torch.empty(0), 2, "batch_size > 1 needs a pending tensor"),
+        (0, torch.zeros(capacity - 1), 2, "pending must be empty"),
+    ):
+        with pytest.raises(RuntimeError, match=message):
+            torch.ops.hanami.train_portable_(*args, start, pending, batch_size)
+    with pytest.raises(RuntimeError, match=r"inputs must be \[4, 25\]"):
+        torch.ops.hanami.train_portable_(cluster._layout(), cluster._state(), cluster.config, x[:, :7].contiguous(),
+                                         y, torch.empty(4, 5), 0, torch.empty(0), 1)
+    assert int(cluster.counters[ops.COUNTER_STEP]) == 0
+
+
+@pytest.mark.parametrize("util", ["test_schema", "test_autograd_registration", "test_faketensor",
+                                  "test_aot_dispatch_dynamic"])
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_opcheck(util, batch_size):
+    cluster = HanamiCluster(templates.TABLE, seed=0, optimizer="adagrad")
+    cluster.learn_many(torch.rand(300, 25) * 100, torch.rand(300, 5))
+    cluster.compact(slack=8)
+    cluster._sync_threads()
+    x, y = torch.rand(8, 25) * 100, torch.rand(8, 5)
+    pending = torch.zeros(cluster.syn_weight.numel()) if batch_size > 1 else torch.empty(0)
+    args = (cluster._layout(), cluster._state(), cluster.config, x, y, torch.empty(8, 5), 0, pending, batch_size)
+    torch.library.opcheck(torch.ops.hanami.train_portable_, args, test_utils=util)
