@@ -5,8 +5,10 @@ every neuron's value) and ``infer_backward`` (input and weight gradients), on ra
 grown MNIST-size network and on a network too large for the kernels' shared-memory path. The GPU
 adds a target neuron's inputs (and a weight's per-sample gradients) with atomics, in whatever order
 the threads arrive, so results agree up to float summation order: the tests allow a relative
-difference of 1e-4 (docs/gpu.md). They also run opcheck on CUDA, several clusters on one GPU at
-once, device moves, and the clear errors of the ops the GPU does not have yet.
+difference of 1e-4 (docs/gpu.md). Online learning (``train_``, ``compact_``) on the GPU must grow
+the identical network as on the CPU, for every learning option but compat mode. They also run
+opcheck on CUDA, several clusters on one GPU at once, device moves, and the clear errors of what
+the GPU does not have yet.
 
 Skipped, with the reason printed by ``pytest -rs``, on a machine without a CUDA device.
 """
@@ -267,16 +269,137 @@ def test_opcheck_infer_backward_on_cuda(util):
 def test_gpu_cluster_refuses_what_it_cannot_do_with_clear_errors():
     gpu = on_gpu(grown(templates.TABLE, random_samples(200, 25, 5, seed=18)))
     x, y = random_samples(4, 25, 5, seed=19)
-    with pytest.raises(RuntimeError, match="learning on the GPU is not implemented yet"):
-        gpu.learn_many(x.cuda(), y.cuda())
-    with pytest.raises(RuntimeError, match="learning on the GPU is not implemented yet"):
-        gpu.compact()
     with pytest.raises(RuntimeError, match="not implemented on the GPU yet"):
         torch.ops.hanami.predict_(gpu._layout(), gpu._state(), gpu.config, x.cuda(), torch.empty(4, 5, device="cuda"))
     with pytest.raises(ValueError, match="runs on cuda"):
         gpu.learn_many(x, y)  # CPU tensors for a GPU cluster
     with pytest.raises(RuntimeError, match="inputs must be on a CUDA device"):
         infer(gpu, x)
+    compat = on_gpu(grown(templates.TABLE, random_samples(50, 25, 5, seed=18), compat=True))
+    with pytest.raises(RuntimeError, match="compat mode learns on the CPU only"):
+        compat.learn_many(x.cuda(), y.cuda())
+    with pytest.raises(RuntimeError, match="compat mode learns on the CPU only"):
+        compat.compact()
+    assert int(compat.counters[ops.COUNTER_STEP]) == 50
+
+
+# ---- online learning on the GPU (train_, compact_: csrc/cuda/train_cuda.cu) --------------------
+#
+# The GPU runs the portable train step (csrc/portable/train_step.h) in one thread, the code that
+# tests/test_portable_train.py checks bit for bit against the CPU engine. The structure (sections,
+# targets, arena layout, counters, neuron activity) must be identical; float values are compared
+# at the tolerances above: the GPU's exp() (in the output sigmoid) need not round like the CPU's.
+
+EXACT = ("sec_block", "sec_has_next", "sec_start", "sec_len", "sec_cap", "syn_target", "syn_counter",
+         "counters", "active", "refractory", "brick_grid")
+CLOSE = ("potential", "sec_offset", "syn_weight", "syn_upper", "syn_accum", "request")
+
+
+def assert_same_network(gpu: HanamiCluster, cpu: HanamiCluster) -> None:
+    for name in EXACT:
+        a, b = getattr(gpu, name), getattr(cpu, name)
+        assert a.is_cuda and a.shape == b.shape and torch.equal(a.cpu(), b), f"{name} differs"
+    for name in CLOSE:
+        a, b = getattr(gpu, name), getattr(cpu, name)
+        assert a.shape == b.shape, name
+        if b.numel():
+            assert_close(a, b, name, atol=ATOL * max(1.0, float(b.abs().max())))
+
+
+#: (sizes, cluster options, reduction, spiking)
+LEARNING_NETWORKS = {
+    "small": ([25, 128, 128, 5], {}, False, False),
+    "uneven-fan-in": ([37, 300, 70, 11], {"input_fan_in": 3}, False, False),
+    "reduction-adagrad": ([40, 200, 9], {"optimizer": "adagrad", "input_fan_in": 4}, True, False),
+    "spiking-reduction": ([20, 90, 70, 6], {}, True, True),
+}
+
+
+def learning_template(name):
+    sizes, options, reduction, spiking = LEARNING_NETWORKS[name]
+    template = line_template(sizes, reduction=reduction, cooldown=1.5 if spiking else 100000000000.0,
+                             refractory=3 if spiking else 1)
+    return template, sizes, options, reduction
+
+
+def learn_on_both(cpu: HanamiCluster, x, y, **kwargs):
+    gpu = on_gpu(cpu)
+    out_gpu = gpu.learn_many(x.cuda(), y.cuda(), **kwargs)
+    out_cpu = cpu.learn_many(x, y, **kwargs)
+    assert_close(out_gpu, out_cpu, "outputs")
+    assert_same_network(gpu, cpu)
+    return gpu
+
+
+@pytest.mark.parametrize("name", sorted(LEARNING_NETWORKS))
+def test_online_learning_matches_the_cpu(name):
+    template, sizes, options, reduction = learning_template(name)
+    cpu = grown(template, random_samples(60, sizes[0], sizes[-1], seed=30), **options)
+    if reduction:
+        cpu.syn_counter.fill_(1)  # the reductions at steps 100 and 200 delete synapses
+    x, y = random_samples(200, sizes[0], sizes[-1], seed=31)
+    gpu = learn_on_both(cpu, x, y)
+    assert int(gpu.counters[ops.COUNTER_STEP]) == 260 and int(gpu.counters[ops.COUNTER_SYNAPSES]) > 100
+
+
+@pytest.mark.parametrize("name", ["small", "reduction-adagrad"])
+def test_batches_and_compaction_match_the_cpu(name):
+    template, sizes, options, reduction = learning_template(name)
+    cpu = grown(template, random_samples(60, sizes[0], sizes[-1], seed=32), **options)
+    x, y = random_samples(150, sizes[0], sizes[-1], seed=33)
+    gpu = learn_on_both(cpu, x, y, batch_size=6)  # learn_many compacts after batches
+    gpu.compact(slack=3)
+    cpu.compact(slack=3)
+    assert_same_network(gpu, cpu)
+    assert int(gpu.counters[ops.COUNTER_GARBAGE]) == 0
+
+
+def test_arena_growth_on_the_gpu(monkeypatch):
+    """From a 16-slot arena, train_ on the GPU stops many times for Python to grow the arena."""
+    from hanami_torch import cluster as cluster_module
+
+    monkeypatch.setattr(cluster_module, "INITIAL_ARENA_SLOTS", 16)
+    template, sizes, options, _ = learning_template("uneven-fan-in")
+    cpu = HanamiCluster(template, seed=7, **options)
+    cpu._resize_arena(16)
+    starts = []
+    train = ops.train_
+
+    def recording(*args):
+        starts.append(args[6])
+        return train(*args)
+
+    monkeypatch.setattr(ops, "train_", recording)
+    x, y = random_samples(150, sizes[0], sizes[-1], seed=34)
+    learn_on_both(cpu, x, y, batch_size=4)
+    assert len(starts) > 12, starts  # both devices: more than 6 calls each
+
+
+@pytest.fixture(scope="module")
+def mnist_learned_on_both():
+    """The MNIST template learning 300 MNIST-like images on the GPU and on the CPU."""
+    cpu = HanamiCluster(templates.MNIST, seed=0)
+    gpu = on_gpu(cpu)
+    x, y = mnist_like(300, seed=35)
+    return gpu, cpu, gpu.learn_many(x.cuda(), y.cuda()), cpu.learn_many(x, y)
+
+
+def test_mnist_size_online_learning_matches_the_cpu(mnist_learned_on_both):
+    gpu, cpu, out_gpu, out_cpu = mnist_learned_on_both
+    assert_close(out_gpu, out_cpu, "outputs")
+    assert_same_network(gpu, cpu)
+    assert int(gpu.counters[ops.COUNTER_SYNAPSES]) > 10_000
+
+
+@pytest.mark.parametrize("util", ["test_schema", "test_faketensor", "test_aot_dispatch_dynamic"])
+def test_opcheck_train_on_cuda(util):
+    cpu = grown(templates.TABLE, random_samples(300, 25, 5, seed=36), optimizer="adagrad")
+    cpu.compact(slack=8)
+    gpu = on_gpu(cpu)
+    x, y = random_samples(8, 25, 5, seed=37)
+    args = (gpu._layout(), gpu._state(), gpu.config, x.cuda(), y.cuda(), torch.empty(8, 5, device="cuda"), 0,
+            torch.zeros(gpu.syn_weight.numel(), device="cuda"), 3)
+    torch.library.opcheck(torch.ops.hanami.train_, args, test_utils=util)
 
 
 # Each case runs in a child process: on an H200 with torch 2.11 the first of them crashed the

@@ -1,7 +1,7 @@
 // CUDA entries of the hanami ops: argument checks, the plan (which sections feed which brick) and
-// the kernel launches of csrc/cuda/infer_cuda.cu; the learning ops say clearly that the GPU does
-// not have them yet. Compiled by the C++ compiler (only in CUDA builds), so that every error is
-// raised outside nvcc-compiled code.
+// the kernel launches of csrc/cuda/infer_cuda.cu and csrc/cuda/train_cuda.cu (train_, compact_);
+// predict_ says clearly that the GPU does not have it yet. Compiled by the C++ compiler (only in
+// CUDA builds), so that every error is raised outside nvcc-compiled code.
 //
 // Each infer/infer_backward call makes one small device-to-host copy (the brick table and the
 // plan's error flags): it gives the host the input and output widths to check and allocate, and
@@ -20,6 +20,7 @@
 #include "../cluster_state.h"
 #include "../rules.h"
 #include "kernels.cuh"
+#include "train_cuda.cuh"
 
 namespace hanami {
 namespace {
@@ -216,21 +217,180 @@ std::tuple<at::Tensor, at::Tensor> infer_backward_cuda(at::TensorList layout, at
   return {grad_inputs, grad_weights};
 }
 
-// ---- what the GPU cannot do yet ----------------------------------------------------------------
+// ---- learning: the portable train step (csrc/cuda/train_cuda.cu) ------------------------------
 
-[[noreturn]] void learning_not_on_gpu(const char* op) {
-  TORCH_CHECK(false, "hanami: learning on the GPU is not implemented yet (", op,
-              " has no CUDA kernel): learn on the CPU and move the cluster (cluster.cpu(), learn, "
-              "then cluster.to(\"cuda\")); on the GPU, run inference with hanami_torch.ops.infer");
+// The cluster's tensors as the portable step sees them, checked like the CPU kernels check them,
+// plus the network checks of the plan (launch_plan_keys), so that a corrupted network is an error
+// instead of wild writes. One small device-to-host copy (brick table, the check's flags, config)
+// before the kernel; none inside it.
+struct Learning {
+  portable::TrainNet net;
+  int64_t n_in = 0, n_out = 0;
+  bool compat = false;
+  at::Tensor keys, flags;
+};
+
+Learning learning_view(at::TensorList layout, at::TensorList state, const at::Tensor& config,
+                       const c10::Device& device) {
+  TORCH_CHECK(int(layout.size()) == kLayoutSize, "hanami: expected ", int(kLayoutSize),
+              " layout tensors, got ", layout.size());
+  TORCH_CHECK(int(state.size()) == kStateSize, "hanami: expected ", int(kStateSize),
+              " state tensors, got ", state.size());
+  check_tensor(layout[kBrickInfo], at::kInt, "brick_info", device);
+  check_tensor(layout[kBrickTargets], at::kInt, "brick_targets", device);
+  check_tensor(layout[kBlockInfo], at::kInt, "block_info", device);
+  const at::ScalarType types[kStateSize] = {
+      at::kInt,  at::kFloat, at::kByte, at::kByte,  at::kFloat, at::kInt,  at::kFloat, at::kByte, at::kInt,
+      at::kInt,  at::kByte,  at::kByte, at::kFloat, at::kFloat, at::kByte, at::kByte,  at::kFloat, at::kLong};
+  const char* names[kStateSize] = {"brick_grid",  "potential",  "active",       "refractory", "request",
+                                   "sec_block",   "sec_offset", "sec_has_next", "sec_conn",   "sec_start",
+                                   "sec_len",     "sec_cap",    "syn_weight",   "syn_upper",  "syn_target",
+                                   "syn_counter", "syn_accum",  "counters"};
+  for (int i = 0; i < kStateSize; ++i) check_tensor(state[i], types[i], names[i], device);
+  check_tensor(config, at::kDouble, "config", device);
+  TORCH_CHECK(config.numel() >= kConfigSize, "hanami: config too short");
+
+  const at::Tensor& brick_info = layout[kBrickInfo];
+  const at::Tensor& block_info = layout[kBlockInfo];
+  TORCH_CHECK(brick_info.dim() == 2 && brick_info.size(1) == 5 && brick_info.size(0) >= 1,
+              "hanami: brick_info must be [bricks, 5]");
+  TORCH_CHECK(block_info.dim() == 2 && block_info.size(1) == 3, "hanami: block_info must be [blocks, 3]");
+  const int n_bricks = int(brick_info.size(0));
+  const int n_blocks = int(block_info.size(0));
+  TORCH_CHECK(layout[kBrickTargets].numel() == int64_t(n_bricks) * kTargetBricks,
+              "hanami: brick_targets must be [bricks, 64]");
+  const int64_t n_neurons = state[kPotential].numel();
+  TORCH_CHECK(n_neurons < (int64_t(1) << 31) / kSectionsPerNeuron, "hanami: too many neurons");
+  const int64_t n_sections = n_neurons * kSectionsPerNeuron;
+  for (int i : {kActive, kRefractory, kRequest})
+    TORCH_CHECK(state[i].numel() == n_neurons, "hanami: ", names[i], " must have one entry per neuron");
+  for (int i : {kSecBlock, kSecOffset, kSecHasNext, kSecStart, kSecLen, kSecCap})
+    TORCH_CHECK(state[i].numel() == n_sections, "hanami: ", names[i], " must have 8 entries per neuron");
+  const int64_t capacity = state[kSynWeight].numel();
+  TORCH_CHECK(state[kSynUpper].numel() == capacity && state[kSynTarget].numel() == capacity,
+              "hanami: synapse arena tensors differ in size");
+  TORCH_CHECK(capacity < (int64_t(1) << 31), "hanami: the synapse arena exceeds 2**31 slots");
+  TORCH_CHECK(state[kSynCounter].numel() == 0 || state[kSynCounter].numel() == capacity,
+              "hanami: syn_counter must be empty or as large as the arena");
+  TORCH_CHECK(state[kSynAccum].numel() == 0 || state[kSynAccum].numel() == capacity,
+              "hanami: syn_accum must be empty or as large as the arena");
+  TORCH_CHECK(state[kCounters].numel() >= kCountersSize, "hanami: counters too short");
+
+  const c10::cuda::CUDAGuard guard(device);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  Learning learning;
+  learning.keys = at::empty({std::max<int64_t>(n_sections, 1)}, brick_info.options());
+  learning.flags = at::zeros({1}, brick_info.options());
+  C10_CUDA_CHECK(cuda::launch_plan_keys(
+      state[kSecBlock].data_ptr<int32_t>(), state[kSecStart].data_ptr<int32_t>(),
+      state[kSecLen].data_ptr<uint8_t>(), brick_info.data_ptr<int32_t>(), n_bricks,
+      block_info.data_ptr<int32_t>(), n_blocks, int(n_neurons), n_sections, capacity,
+      learning.keys.data_ptr<int32_t>(), learning.flags.data_ptr<int32_t>(), stream));
+  const at::Tensor host_config = config.cpu();
+  const at::Tensor host = at::cat({brick_info.reshape({-1}), learning.flags}).cpu();
+  const int32_t* h = host.data_ptr<int32_t>();
+  const double* c = host_config.data_ptr<double>();
+  const int32_t flag = h[n_bricks * 5];
+  TORCH_CHECK(!(flag & cuda::kBadBlock), "hanami: sec_block holds an invalid block; the network state is corrupted");
+  TORCH_CHECK(!(flag & cuda::kBadBlockInfo), "hanami: block_info is inconsistent; the network layout is corrupted");
+  TORCH_CHECK(!(flag & cuda::kBadRange),
+              "hanami: a section lies outside the synapse arena; the network state is corrupted");
+  int64_t next = 0, blocks = 0;
+  for (int b = 0; b < n_bricks; ++b) {
+    const int32_t* info = h + b * 5;
+    TORCH_CHECK(info[0] == next && info[1] >= 0 && info[2] >= kHidden && info[2] <= kOutput && info[4] == blocks,
+                "hanami: brick_info row ", b, " is inconsistent; the network layout is corrupted");
+    next += info[1];
+    blocks += (info[1] + kNeuronsPerBlock - 1) / kNeuronsPerBlock;
+    if (info[2] == kInput) learning.n_in += info[1];
+    if (info[2] == kOutput) learning.n_out += info[1];
+  }
+  TORCH_CHECK(next == n_neurons && blocks == n_blocks,
+              "hanami: brick_info does not describe the network's neurons and blocks");
+  for (int b = 0; b < n_bricks; ++b) {
+    const int32_t* info = h + b * 5;
+    const int64_t width = info[2] == kInput ? learning.n_in : info[2] == kOutput ? learning.n_out : 0;
+    TORCH_CHECK(info[2] == kHidden || (info[3] >= 0 && info[3] + int64_t(info[1]) <= width),
+                "hanami: brick_info row ", b, " has an input/output offset out of range");
+  }
+  learning.compat = c[kCompat] != 0.0;
+  TORCH_CHECK(c[kReduction] == 0.0 || state[kSynCounter].numel() == capacity,
+              "hanami: reduction needs syn_counter as large as the arena");
+  TORCH_CHECK(c[kOptimizer] != 1.0 || state[kSynAccum].numel() == capacity,
+              "hanami: the Adagrad optimizer needs syn_accum as large as the arena");
+
+  portable::TrainNet& net = learning.net;
+  net.n_bricks = n_bricks;
+  net.n_neurons = int(n_neurons);
+  net.n_blocks = n_blocks;
+  net.brick_info = brick_info.data_ptr<int32_t>();
+  net.brick_targets = layout[kBrickTargets].data_ptr<int32_t>();
+  net.block_info = block_info.data_ptr<int32_t>();
+  net.potential = state[kPotential].data_ptr<float>();
+  net.active = state[kActive].data_ptr<uint8_t>();
+  net.refractory = state[kRefractory].data_ptr<uint8_t>();
+  net.sec_block = state[kSecBlock].data_ptr<int32_t>();
+  net.sec_offset = state[kSecOffset].data_ptr<float>();
+  net.sec_has_next = state[kSecHasNext].data_ptr<uint8_t>();
+  net.sec_start = state[kSecStart].data_ptr<int32_t>();
+  net.sec_len = state[kSecLen].data_ptr<uint8_t>();
+  net.sec_cap = state[kSecCap].data_ptr<uint8_t>();
+  net.syn_weight = capacity ? state[kSynWeight].data_ptr<float>() : nullptr;
+  net.syn_upper = capacity ? state[kSynUpper].data_ptr<float>() : nullptr;
+  net.syn_target = capacity ? state[kSynTarget].data_ptr<uint8_t>() : nullptr;
+  net.syn_counter = state[kSynCounter].numel() ? state[kSynCounter].data_ptr<uint8_t>() : nullptr;
+  net.syn_accum = state[kSynAccum].numel() ? state[kSynAccum].data_ptr<float>() : nullptr;
+  net.capacity = capacity;
+  net.counters = state[kCounters].data_ptr<int64_t>();
+  return learning;
 }
 
-void train_cuda(at::TensorList, at::TensorList, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                const at::Tensor&, int64_t, const at::Tensor&, int64_t) {
-  learning_not_on_gpu("train_");
+// Scratch of the portable step, from PyTorch's caching allocator on the cluster's device.
+at::Tensor learning_scratch(const portable::TrainNet& net, const at::Tensor& like) {
+  return at::empty({portable::scratch_bytes(net.n_neurons, net.n_blocks, net.n_bricks, net.capacity)},
+                   like.options().dtype(at::kByte));
 }
 
-void compact_cuda(at::TensorList, at::TensorList, const at::Tensor&, int64_t) {
-  learning_not_on_gpu("compact_");
+void train_cuda(at::TensorList layout, at::TensorList state, const at::Tensor& config, const at::Tensor& inputs,
+                const at::Tensor& targets, const at::Tensor& outputs, int64_t start, const at::Tensor& pending,
+                int64_t batch_size) {
+  const c10::Device device = device_of_inputs(inputs);
+  Learning learning = learning_view(layout, state, config, device);
+  TORCH_CHECK(!learning.compat, "hanami: compat mode learns on the CPU only: move the cluster there "
+              "(cluster.cpu()), learn, then cluster.to(\"cuda\")");
+  TORCH_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", learning.n_in, "]");
+  const int64_t count = inputs.size(0);
+  check_samples(inputs, count, learning.n_in, "inputs", device);
+  check_samples(targets, count, learning.n_out, "targets", device);
+  check_samples(outputs, count, learning.n_out, "outputs", device);
+  TORCH_CHECK(start >= 0 && start <= count, "hanami: start out of range");
+  TORCH_CHECK(batch_size >= 1, "hanami: batch_size must be at least 1, got ", batch_size);
+  check_tensor(pending, at::kFloat, "pending", device);
+  TORCH_CHECK(pending.dim() == 1 && (pending.numel() == 0 || pending.numel() == learning.net.capacity),
+              "hanami: pending must be empty (online learning) or as large as the arena (",
+              learning.net.capacity, " slots), got ", pending.sizes());
+  TORCH_CHECK(batch_size == 1 || pending.numel() > 0,
+              "hanami: batch_size > 1 needs a pending tensor as large as the arena");
+  learning.net.syn_pending = pending.numel() ? pending.data_ptr<float>() : nullptr;
+  const c10::cuda::CUDAGuard guard(device);
+  at::Tensor scratch = learning_scratch(learning.net, inputs);
+  C10_CUDA_CHECK(cuda::launch_train(learning.net, config.data_ptr<double>(), scratch.data_ptr(),
+                                    inputs.data_ptr<float>(), learning.n_in, targets.data_ptr<float>(),
+                                    learning.n_out, outputs.data_ptr<float>(), start, count, batch_size,
+                                    c10::cuda::getCurrentCUDAStream()));
+}
+
+void compact_cuda(at::TensorList layout, at::TensorList state, const at::Tensor& config, int64_t slack) {
+  TORCH_CHECK(slack >= 1 && slack <= 63, "hanami: slack must be in 1..63");
+  TORCH_CHECK(!config.is_cpu(), "hanami: config is on the CPU but the cluster's tensors are on the GPU; "
+              "keep the cluster on one device");
+  const c10::Device device = config.device();
+  Learning learning = learning_view(layout, state, config, device);
+  TORCH_CHECK(!learning.compat, "hanami: compat mode learns on the CPU only: compact it there (cluster.cpu())");
+  const c10::cuda::CUDAGuard guard(device);
+  at::Tensor scratch = learning_scratch(learning.net, config);
+  C10_CUDA_CHECK(cuda::launch_compact(learning.net, scratch.data_ptr(), int(slack),
+                                      c10::cuda::getCurrentCUDAStream()));
 }
 
 void predict_cuda(at::TensorList, at::TensorList, const at::Tensor&, const at::Tensor&, const at::Tensor&) {

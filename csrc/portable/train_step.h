@@ -18,7 +18,7 @@
 #include "../rules.h"
 
 #if defined(__CUDACC__)
-#define HANAMI_STEP __host__ __device__
+#define HANAMI_STEP __host__ __device__ inline
 #else
 #define HANAMI_STEP inline
 #endif
