@@ -392,6 +392,27 @@ def test_mnist_size_online_learning_matches_the_cpu(mnist_learned_on_both):
     assert int(gpu.counters[ops.COUNTER_SYNAPSES]) > 5_000
 
 
+def test_several_clusters_learn_on_one_gpu_at_once():
+    """Clusters of different shapes learn on their own CUDA streams; each grows what it grows alone
+    on the CPU."""
+    jobs = []
+    for i, name in enumerate(["small", "uneven-fan-in", "reduction-adagrad"]):
+        template, sizes, options, _ = learning_template(name)
+        cpu = HanamiCluster(template, seed=40 + i, **options)
+        jobs.append((cpu, on_gpu(cpu), *random_samples(120, sizes[0], sizes[-1], seed=41 + i)))
+    current = torch.cuda.current_stream()
+    outputs = []
+    for _, gpu, x, y in jobs:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(current)
+        with torch.cuda.stream(stream):
+            outputs.append(gpu.learn_many(x.cuda(), y.cuda()))
+    torch.cuda.synchronize()
+    for (cpu, gpu, x, y), out in zip(jobs, outputs):
+        assert_close(out, cpu.learn_many(x, y), "outputs")
+        assert_same_network(gpu, cpu)
+
+
 @pytest.mark.parametrize("util", ["test_schema", "test_faketensor", "test_aot_dispatch_dynamic"])
 def test_opcheck_train_on_cuda(util):
     cpu = grown(templates.TABLE, random_samples(300, 25, 5, seed=36), optimizer="adagrad")
@@ -430,6 +451,18 @@ calls = {
     "potentials": lambda: torch.ops.hanami.infer_backward(
         layout, state, config, x, w, potentials[:, :3].contiguous(), torch.ones(4, 5, device="cuda")),
     "sec_block": lambda: infer(layout, broken, config, x, w, 5),
+    "train_start": lambda: torch.ops.hanami.train_(
+        layout, state, config, x, torch.ones(4, 5, device="cuda"), torch.empty(4, 5, device="cuda"), 9,
+        torch.empty(0, device="cuda"), 1),
+    "train_pending": lambda: torch.ops.hanami.train_(
+        layout, state, config, x, torch.ones(4, 5, device="cuda"), torch.empty(4, 5, device="cuda"), 0,
+        torch.empty(0, device="cuda"), 2),
+    "train_targets": lambda: torch.ops.hanami.train_(
+        layout, state, config, x, torch.ones(4, 3, device="cuda"), torch.empty(4, 3, device="cuda"), 0,
+        torch.empty(0, device="cuda"), 1),
+    "train_sec_block": lambda: torch.ops.hanami.train_(
+        layout, broken, config, x, torch.ones(4, 5, device="cuda"), torch.empty(4, 5, device="cuda"), 0,
+        torch.empty(0, device="cuda"), 1),
 }
 try:
     calls[sys.argv[1]]()
@@ -445,6 +478,10 @@ BAD_CASES = {
     "inputs": "inputs must be [4, 25]",
     "potentials": "potentials must be [4, ",
     "sec_block": "sec_block holds an invalid block",
+    "train_start": "start out of range",
+    "train_pending": "batch_size > 1 needs a pending tensor",
+    "train_targets": "targets must be [4, 5]",
+    "train_sec_block": "sec_block holds an invalid block",
 }
 
 
