@@ -82,11 +82,13 @@ int64_t Engine::allocate(int n_slots) {
 }
 
 // Keeps the invariant "reserve >= len + 1" that lets a walk add its one slot without allocating.
+// The gradient rule reserves all 63 slots at once: a synapse never moves, so optimizer state kept
+// per arena slot stays valid.
 void Engine::ensure_reserve(int32_t s) {
   const int len = v_.sec_len[s];
   const int cap = v_.sec_cap[s];
   if (cap >= reserve_for(len, 1)) return;
-  const int new_cap = reserve_for(len, 1 + kGrowSlack);
+  const int new_cap = cfg_.gradient_rule ? kSynapsesPerSection : reserve_for(len, 1 + kGrowSlack);
   const int64_t start = allocate(new_cap);
   if (start < 0) {  // the next sample boundary compacts or asks Python for a larger arena
     v_.counters[kNeedy] += 1;
@@ -105,6 +107,15 @@ void Engine::ensure_reserve(int32_t s) {
   v_.counters[kGarbage] += cap;
   v_.sec_start[s] = int32_t(start);
   v_.sec_cap[s] = uint8_t(new_cap);
+}
+
+// Gradient rule, instead of a compaction: the sections still without their reserve get it, in
+// processing order. Returns false when the arena is full (Python grows it, keeping every slot).
+bool Engine::reserve_waiting() {
+  v_.counters[kNeedy] = 0;
+  for (int g = 0; g < v_.n_blocks; ++g)
+    for (int32_t s : block_sections_[g]) ensure_reserve(s);
+  return v_.counters[kNeedy] == 0;
 }
 
 bool Engine::compact(int slack) {
@@ -499,7 +510,8 @@ bool Engine::input_phase(const float* x, bool training) {
       if ((active[i] & (in_use[i] == 0)) != 0)
         for (int f = 0; f < cfg_.input_fan_in; ++f) create_section(start + i, 0.0f);
   }
-  return v_.counters[kNeedy] == 0 || compact(kCompactSlack);
+  if (v_.counters[kNeedy] == 0) return true;
+  return cfg_.gradient_rule ? reserve_waiting() : compact(kCompactSlack);
 }
 
 void Engine::share_of(int b, int member, int members, int* first, int* last) const {
@@ -878,9 +890,12 @@ int64_t Engine::train(const float* inputs, int64_t n_inputs, const float* target
   }
   for (int64_t i = start; i < count; ++i) {
     Team* helpers = chooser.before_sample(i);
-    // sample boundary: the only place where the arena is compacted
-    if (v_.counters[kNeedy] > 0 ||
-        v_.counters[kGarbage] > std::max<int64_t>(4096, v_.counters[kArenaTop] / 4)) {
+    // sample boundary: the only place where the arena is compacted (never with the gradient
+    // rule, whose slots must not move)
+    if (cfg_.gradient_rule) {
+      if (v_.counters[kNeedy] > 0 && !reserve_waiting()) return i;
+    } else if (v_.counters[kNeedy] > 0 ||
+               v_.counters[kGarbage] > std::max<int64_t>(4096, v_.counters[kArenaTop] / 4)) {
       if (!compact(kCompactSlack)) return i;
     }
     step_ = v_.counters[kStep];
@@ -891,9 +906,10 @@ int64_t Engine::train(const float* inputs, int64_t n_inputs, const float* target
       update_neurons(b, true, targets + i * n_outputs, outputs + i * n_outputs);
     }
     create_requested_sections();
-    backward(helpers);
+    // the gradient rule only grows here: autograd and a torch optimizer learn the weights
+    if (!cfg_.gradient_rule) backward(helpers);
     v_.counters[kStep] = step_ + 1;
-    if (cfg_.reduction && v_.counters[kStep] % kReductionInterval == 0) reduce();
+    if (!cfg_.gradient_rule && cfg_.reduction && v_.counters[kStep] % kReductionInterval == 0) reduce();
     if (v_.syn_pending && ((i + 1) % batch_size == 0 || i + 1 == count)) flush_batch();
   }
   return count;

@@ -138,6 +138,10 @@ class Engine {
   // Returns false (and changes nothing) when that does not fit into the capacity.
   bool compact(int slack);
 
+  // Gradient rule: gives the sections that wait for their reserve all 63 slots. Returns false
+  // (the rest keep waiting) when the arena is full.
+  bool reserve_waiting();
+
  private:
   // sample phases
   bool input_phase(const float* x, bool training);
