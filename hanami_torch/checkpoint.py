@@ -30,14 +30,17 @@ def save(cluster, path: str | os.PathLike) -> None:
     """Writes ``cluster`` to ``path`` (a ``.safetensors`` file), atomically.
 
     The file is written under a temporary name and renamed, so an interrupted save never leaves a
-    half-written checkpoint where a good one was.
+    half-written checkpoint where a good one was. The arena is packed first, except with
+    ``learning_rule="gradient"``, whose synapses must keep their slots (optimizer state is kept per
+    slot, so an optimizer's ``state_dict`` saved alongside stays valid).
     """
     from safetensors.torch import save_file
 
     from . import ops
 
-    cluster.compact()
-    tensors = {name: getattr(cluster, name).contiguous() for name in ops.LAYOUT + ops.STATE}
+    if cluster.learning_rule != "gradient":
+        cluster.compact()
+    tensors = {name: getattr(cluster, name).detach().contiguous() for name in ops.LAYOUT + ops.STATE}
     options = {
         "seed": cluster.seed,
         "compat": cluster.compat,
@@ -45,6 +48,7 @@ def save(cluster, path: str | os.PathLike) -> None:
         "init_scale": cluster.init_scale,
         "optimizer": cluster.optimizer,
         "input_fan_in": cluster.input_fan_in,
+        "learning_rule": cluster.learning_rule,
     }
     if cluster.input_shape is not None:  # receptive fields (older files have neither key)
         options["input_shape"] = list(cluster.input_shape)
@@ -118,7 +122,7 @@ def load(path: str | os.PathLike):
             )
         if name in ops.LAYOUT and not torch.equal(stored, current):
             raise CheckpointError(f"{path}: tensor {name!r} does not match the template and seed")
-        setattr(cluster, name, stored.clone())
+        cluster._replace(name, stored.clone())
     try:
         cluster.validate_state()
     except ValueError as error:

@@ -13,6 +13,8 @@ from typing import Mapping, NamedTuple
 
 import numpy as np
 import torch
+import torch.utils.weak
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch import nn
 
 from . import geometry, ops
@@ -42,7 +44,44 @@ class NeuronState(NamedTuple):
     refractory: torch.Tensor  # uint8: the right-shifted refractory counter
 
 
-_OWN_STATE = object()  # forward() called without a state: use and advance the cluster's own
+_OWN_STATE = object()  # forward() called without a state: the pure, stateless inference
+
+
+#: ``syn_weight`` parameters (learning_rule="gradient") whose arena a cluster has resized; the
+#: optimizer hook below pads their optimizer state to the new size.
+_RESIZED_WEIGHTS = torch.utils.weak.WeakIdKeyDictionary()
+
+#: optimizer state entries that do not start at zero: the value a new slot starts from
+_STATE_START = {
+    "sum": lambda group: group.get("initial_accumulator_value", 0.0),  # Adagrad
+    "step_size": lambda group: group.get("lr", 0.0),  # Rprop
+}
+
+
+def _pad_optimizer_state(optimizer, args, kwargs):
+    """Global optimizer pre-step hook: when the synapse arena of a gradient-rule cluster grew,
+    the per-parameter state (Adam's ``exp_avg``/``exp_avg_sq``, SGD's ``momentum_buffer``, ...)
+    still has the old length. Slots keep their index when the arena grows, so the state of the old
+    slots stays where it is and the new slots get the state of a fresh parameter (zeros)."""
+    if not _RESIZED_WEIGHTS:
+        return None
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            if param not in _RESIZED_WEIGHTS:
+                continue
+            state = optimizer.state.get(param)
+            if not state:
+                continue
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor) and value.dim() == 1 and value.numel() < param.numel():
+                    padded = torch.full(param.shape, float(_STATE_START.get(key, lambda g: 0.0)(group)),
+                                        dtype=value.dtype, device=value.device)
+                    padded[: value.numel()] = value
+                    state[key] = padded
+    return None
+
+
+register_optimizer_step_pre_hook(_pad_optimizer_state)
 
 
 class HanamiCluster(nn.Module):
@@ -70,6 +109,11 @@ class HanamiCluster(nn.Module):
             ``ceil(sqrt(blocks))`` columns over the image, each the centre of a square field, and
             a section of an input pixel goes to one of the blocks whose centre is at most this
             many pixels away in both directions (any block when none is). See docs/learning.md.
+        learning_rule: ``"hanami"``: the weights learn with Hanami's rule inside ``learn_many``.
+            ``"gradient"``: ``syn_weight`` is an ``nn.Parameter`` trained by autograd and any
+            ``torch.optim`` optimizer; ``forward`` in training mode grows the network for its
+            batch first. Synapses then never move in the arena (no compaction), so optimizer
+            state stays attached to its synapse.
 
     Inputs are raw values (no normalisation); a neuron with a value <= 0 stays inactive. Targets
     are the wanted values of the output neurons (one-hot for classes). Several input or output
@@ -88,6 +132,7 @@ class HanamiCluster(nn.Module):
         input_fan_in: int = 1,
         input_shape: tuple[int, int] | None = None,
         field_radius: float | None = None,
+        learning_rule: str = "hanami",
     ) -> None:
         super().__init__()
         if isinstance(template, str):
@@ -109,7 +154,22 @@ class HanamiCluster(nn.Module):
         if isinstance(input_fan_in, bool) or not isinstance(input_fan_in, (int, np.integer)) or not 1 <= input_fan_in <= 8:
             raise ValueError(f"input_fan_in must be an integer in 1..8 (a neuron has 8 section slots), got {input_fan_in!r}")
         input_shape, field_radius = _check_fields(template, input_shape, field_radius, compat)
+        if learning_rule not in ops.LEARNING_RULES:
+            raise ValueError(f"learning_rule must be one of {sorted(ops.LEARNING_RULES)}, got {learning_rule!r}")
         settings = template.settings
+        if learning_rule == "gradient":
+            if optimizer != "sgd":
+                raise ValueError(
+                    f"optimizer={optimizer!r} belongs to Hanami's rule; with learning_rule='gradient' "
+                    "the weights are trained by a torch.optim optimizer: leave optimizer at 'sgd' and "
+                    "pass cluster.parameters() to the optimizer you want"
+                )
+            if settings.enable_reduction:
+                raise ValueError(
+                    "learning_rule='gradient' does not support enable_reduction: reduction deletes "
+                    "synapses and moves the rest of their section, which would detach optimizer "
+                    "state from its synapse; set enable_reduction: false in the template"
+                )
         if not 1 <= settings.refractory_time <= 255:
             raise ValueError(
                 f"refractory_time {settings.refractory_time} is out of range: the refractory "
@@ -127,6 +187,7 @@ class HanamiCluster(nn.Module):
         self.input_fan_in = int(input_fan_in)
         self.input_shape = input_shape
         self.field_radius = field_radius
+        self.learning_rule = learning_rule
 
         targets = geometry.target_brick_lists(template, self.seed, self.compat)
         geometry.validate_connectivity(template, targets, compat=self.compat)
@@ -167,7 +228,10 @@ class HanamiCluster(nn.Module):
             "counters": torch.zeros(ops.N_COUNTERS, dtype=torch.int64),
         }
         for name in ops.STATE:
-            self.register_buffer(name, state[name])
+            if name == "syn_weight" and learning_rule == "gradient":
+                self.syn_weight = nn.Parameter(state[name])
+            else:
+                self.register_buffer(name, state[name])
 
         config = torch.zeros(ops.N_CONFIG, dtype=torch.float64)
         config[ops.CONFIG_SEED] = float(self.seed)
@@ -182,23 +246,64 @@ class HanamiCluster(nn.Module):
         if input_shape is not None:
             config[ops.CONFIG_FIELD_ROWS], config[ops.CONFIG_FIELD_COLS] = map(float, input_shape)
             config[ops.CONFIG_FIELD_RADIUS] = field_radius
+        config[ops.CONFIG_LEARNING_RULE] = float(ops.LEARNING_RULES[learning_rule])
         self.register_buffer("config", config, persistent=False)
 
     # ---- public API ------------------------------------------------------------------------
 
     def forward(self, x, state=_OWN_STATE):
-        """Inference: ``[B, n_inputs]`` raw values to ``[B, n_outputs]`` outputs (sigmoid; exactly 0
-        for an output that received nothing). Samples run in order, like Hanami's request task.
+        """``[B, n_inputs]`` raw values to ``[B, n_outputs]`` outputs (sigmoid; exactly 0 for an
+        output that received nothing).
 
-        ``y = cluster(x)`` uses and advances the cluster's own neuron state. With spiking settings
-        the state can be kept explicitly instead, Norse style: ``y, state = cluster(x, state)``,
-        where ``state=None`` starts from rest and the returned :class:`NeuronState` goes into the
-        next call; the cluster's own state is then neither read nor changed, so several streams
-        can share one network without leaking into each other.
+        ``y = cluster(x)`` is pure, batched inference: every sample starts from rest, nothing
+        grows, the cluster's state is neither read beyond its synapses nor changed, and each row's
+        result does not depend on the other rows. The result is differentiable with respect to
+        ``x`` and, with ``learning_rule="gradient"``, to the weights (``cluster.parameters()``).
+        With ``learning_rule="gradient"``, in training mode and with grad enabled, the call first
+        grows the network for the batch (new synapses and sections where the signal reaches empty
+        slots), so a plain ``loss.backward(); optimizer.step()`` loop trains it. It works under
+        ``torch.compile`` (``fullgraph=True`` for inference in eval mode).
+
+        Hanami's stateful request mode, where a sample's neuron state carries into the next, is
+        :meth:`predict_many`; with spiking settings the state can be kept explicitly, Norse style:
+        ``y, state = cluster(x, state)``, where ``state=None`` starts from rest and the returned
+        :class:`NeuronState` goes into the next call (the cluster's own state is neither read nor
+        changed, so several streams can share one network).
         """
-        if state is _OWN_STATE:
-            return self.predict_many(x)
-        return self.predict_with_state(x, state)
+        if state is not _OWN_STATE:
+            return self.predict_with_state(x, state)
+        x = self._forward_inputs(x)
+        if self.learning_rule == "gradient" and self.training and torch.is_grad_enabled():
+            self._grow(x.detach())
+        if not torch.compiler.is_compiling():
+            self._sync_threads()
+        state = self._state()
+        state[_SYN_WEIGHT] = state[_SYN_WEIGHT].detach()  # the weights go in as the `weights` argument
+        return ops.infer(self._layout(), state, self.config, x, self.syn_weight, self.n_outputs)
+
+    def _forward_inputs(self, x) -> torch.Tensor:
+        """forward's inputs as a float32 ``[B, n_inputs]`` tensor, keeping autograd. Eager calls get
+        every check of :meth:`predict_many`; under ``torch.compile`` only the checks that need no
+        data (type, shape, device), so that the graph does not break."""
+        if not torch.compiler.is_compiling():
+            return self._samples(x, self.n_inputs, self.template.input_bricks, "inputs")
+        if isinstance(x, Mapping):
+            x = torch.cat([x[brick.name] for brick in self.template.input_bricks], dim=-1)
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"inputs must be a tensor, got {type(x).__name__}")
+        if x.dim() != 2 or x.shape[1] != self.n_inputs:
+            raise ValueError(f"inputs must be shaped [samples, {self.n_inputs}], got {list(x.shape)}")
+        if x.device != self.config.device:
+            raise ValueError(f"inputs are on {x.device} but this cluster is on {self.config.device}")
+        return x.to(torch.float32).contiguous()
+
+    @torch.compiler.disable
+    @torch.no_grad()
+    def _grow(self, x: torch.Tensor) -> None:
+        """Gradient rule: Hanami's growth for the rows of ``x`` (the train_ op only grows in this
+        mode; the targets it gets are not used)."""
+        targets = torch.zeros(x.shape[0], self.n_outputs, dtype=torch.float32)
+        self._train(x, targets, torch.empty_like(targets))
 
     @torch.no_grad()
     def predict_with_state(self, x, state: NeuronState | None) -> tuple[torch.Tensor, NeuronState]:
@@ -271,6 +376,7 @@ class HanamiCluster(nn.Module):
             ``[B, n_outputs]``: each sample's output as computed before its own update.
         """
         batch_size = _batch_size(batch_size)
+        self._refuse_with_gradient_rule("learn_many")
         x = self._samples(inputs, self.n_inputs, self.template.input_bricks, "inputs")
         y = self._samples(targets, self.n_outputs, self.template.output_bricks, "targets")
         if x.shape[0] != y.shape[0]:
@@ -286,6 +392,7 @@ class HanamiCluster(nn.Module):
     def learn_one(self, x, y) -> torch.Tensor:
         """One online learning step; ``x`` is ``[n_inputs]`` (or a dict), ``y`` ``[n_outputs]``.
         Returns the output ``[n_outputs]`` computed before the update."""
+        self._refuse_with_gradient_rule("learn_one")
         return self.learn_many(_one(x), _one(y))[0]
 
     @torch.no_grad()
@@ -319,6 +426,7 @@ class HanamiCluster(nn.Module):
         batch_size = _batch_size(batch_size)
         if chunk_size is None:
             chunk_size = -(-1024 // batch_size) * batch_size
+        self._refuse_with_gradient_rule("learn_stream")
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
             raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
         chunk_size = int(chunk_size)
@@ -415,6 +523,11 @@ class HanamiCluster(nn.Module):
     def compact(self, slack: int = 1) -> None:
         """Packs the synapse arena densely, ``slack`` (1..63) spare slots per section, and frees
         the rest; learning then grows sections in place until their spare slots are used up."""
+        if self.learning_rule == "gradient":
+            raise RuntimeError(
+                "compact() would move synapses to other arena slots, and the optimizer state of a "
+                "learning_rule='gradient' cluster is kept per slot: such a cluster is never compacted"
+            )
         if isinstance(slack, bool) or not isinstance(slack, int) or not 1 <= slack <= 63:
             raise ValueError(f"slack must be an integer in 1..63, got {slack!r}")
         live = self.sec_block >= 0
@@ -540,7 +653,12 @@ class HanamiCluster(nn.Module):
             targets = self.syn_target.numpy()[slots] if slots.size else np.zeros(0, np.uint8)
             check(bool(((targets < 64) | (targets == ops.EMPTY_TARGET)).all()),
                   "a synapse targets a neuron outside its 64-neuron block")
-            check(bool(np.isfinite(self.syn_weight.numpy()[slots]).all() and np.isfinite(self.syn_upper.numpy()[slots]).all()),
+            if self.learning_rule == "gradient":
+                check(bool(((cap == 0) | (cap == 63)).all()),
+                      "a learning_rule='gradient' cluster reserves all 63 slots of each section, and this "
+                      "state does not (it comes from a cluster with Hanami's rule: call compact(slack=63) "
+                      "on that cluster before taking its state)")
+            check(bool(np.isfinite(self.syn_weight.detach().numpy()[slots]).all() and np.isfinite(self.syn_upper.numpy()[slots]).all()),
                   "a synapse weight or border is not finite")
             if self.compat:
                 conn = self.sec_conn.numpy()[live].astype(np.int64)
@@ -594,11 +712,11 @@ class HanamiCluster(nn.Module):
         if key in state_dict and state_dict[key].dim() == 1:
             capacity = state_dict[key].numel()
             for name in ("syn_weight", "syn_upper", "syn_target"):
-                setattr(self, name, torch.empty(capacity, dtype=getattr(self, name).dtype))
+                self._replace(name, torch.empty(capacity, dtype=getattr(self, name).dtype))
             if self.template.settings.enable_reduction:
-                self.syn_counter = torch.empty(capacity, dtype=torch.uint8)
+                self._replace("syn_counter", torch.empty(capacity, dtype=torch.uint8))
             if self.optimizer == "adagrad":
-                self.syn_accum = torch.empty(capacity, dtype=torch.float32)
+                self._replace("syn_accum", torch.empty(capacity, dtype=torch.float32))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self.validate_state()
 
@@ -609,6 +727,7 @@ class HanamiCluster(nn.Module):
             f"learning_rate={self.learning_rate}, init_scale={self.init_scale}, "
             f"optimizer={self.optimizer!r}, input_fan_in={self.input_fan_in}"
             + (f", input_shape={self.input_shape}, field_radius={self.field_radius}" if self.input_shape else "")
+            + f", learning_rule={self.learning_rule!r}"
         )
 
     # ---- internals -------------------------------------------------------------------------
@@ -620,6 +739,32 @@ class HanamiCluster(nn.Module):
             + (REDUCTION_BYTES if self.template.settings.enable_reduction else 0)
             + (ADAGRAD_BYTES if self.optimizer == "adagrad" else 0)
         )
+
+    def _refuse_with_gradient_rule(self, method: str) -> None:
+        if self.learning_rule == "gradient":
+            raise RuntimeError(
+                f"{method} learns with Hanami's rule, but this cluster has learning_rule='gradient': "
+                "train it with a torch optimizer instead (optimizer = torch.optim.Adam(cluster.parameters()); "
+                "loss = loss_fn(cluster(x), y); loss.backward(); optimizer.step()); forward in "
+                "training mode grows the network"
+            )
+
+    def _replace(self, name: str, tensor: torch.Tensor) -> None:
+        """Puts ``tensor`` in place of the network tensor ``name``. The weight parameter of the
+        gradient rule stays the same object (optimizers hold it): its data is swapped, its gradient
+        keeps the old slots, and the optimizer hook pads its optimizer state at the next step."""
+        current = getattr(self, name)
+        if not isinstance(current, nn.Parameter):
+            setattr(self, name, tensor)
+            return
+        current.data = tensor
+        grad = current.grad
+        if grad is not None and grad.shape != tensor.shape:
+            kept = min(grad.numel(), tensor.numel())
+            new_grad = torch.zeros_like(tensor)
+            new_grad[:kept] = grad[:kept]
+            current.grad = new_grad
+        _RESIZED_WEIGHTS[current] = True
 
     def _layout(self) -> list[torch.Tensor]:
         return [getattr(self, name) for name in ops.LAYOUT]
@@ -663,7 +808,7 @@ class HanamiCluster(nn.Module):
             new[:keep] = old[:keep]
             return new
 
-        self.syn_weight = moved(self.syn_weight, 0.0)
+        self._replace("syn_weight", moved(self.syn_weight.detach(), 0.0))
         self.syn_upper = moved(self.syn_upper, 0.0)
         self.syn_target = moved(self.syn_target, ops.EMPTY_TARGET)
         if self.template.settings.enable_reduction:  # counters exist only with reduction
@@ -724,6 +869,7 @@ def _has_cuda_kernels() -> bool:
     return torch._C._dispatch_has_kernel_for_dispatch_key("hanami::infer", "CUDA")
 
 
+_SYN_WEIGHT = ops.STATE.index("syn_weight")
 _INTEGER_DTYPES = {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64}
 
 

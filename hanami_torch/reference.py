@@ -185,7 +185,7 @@ class ReferenceCluster:
         self.step = int(cluster.counters[0])
         self.sections: dict[int, Section] = {}
         self.pending: list[int] = []
-        weight, upper = cluster.syn_weight.numpy(), cluster.syn_upper.numpy()
+        weight, upper = cluster.syn_weight.detach().numpy(), cluster.syn_upper.numpy()
         target, counter = cluster.syn_target.numpy(), cluster.syn_counter.numpy()
         accum = cluster.syn_accum.numpy()
         for s, block in enumerate(cluster.sec_block.tolist()):
