@@ -406,7 +406,10 @@ int32_t Engine::walk_train(Lane& lane, int32_t s, float potential, float* block_
         block_input[created] += contribution(weight[k], r, upper[k] - lower);
       } else {
         float b = border;
-        if (should_split(border, r, k)) {
+        // The gradient rule splits only the last slot, which adds a slot. A split inside the
+        // section would just move half of this slot's interval to the next synapse: the borders
+        // would keep drifting under weights that the optimizer fits to them.
+        if (should_split(border, r, k) && !(cfg_.gradient_rule && k + 1 < len)) {
           upper[k] = split_upper(lower, u);
           if (k + 1 == len) {  // the upper half becomes an empty slot with a border
             upper[k + 1] = u;
