@@ -757,6 +757,10 @@ class HanamiCluster(nn.Module):
         if not isinstance(current, nn.Parameter):
             setattr(self, name, tensor)
             return
+        # A graph of an earlier step (a loss still referenced) keeps the parameter's gradient
+        # accumulator alive, and that remembers the old size. torch renews the accumulator only
+        # when the dtype changes, so pass through another dtype first.
+        current.data = torch.empty(0, dtype=torch.float64, device=tensor.device)
         current.data = tensor
         grad = current.grad
         if grad is not None and grad.shape != tensor.shape:

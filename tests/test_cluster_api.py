@@ -368,16 +368,23 @@ def test_learn_many_returns_outputs_before_each_update():
         assert torch.equal(out[i], probe.learn_one(x[i], y[i]))
 
 
-def test_forward_equals_predict_many(trained):
+def test_forward_is_pure_inference_from_rest(trained):
     x = good_x(6)
-    a, b, c = copy.deepcopy(trained), copy.deepcopy(trained), copy.deepcopy(trained)
-    expected = a.predict_many(x)
-    assert torch.equal(b.forward(x), expected)
-    assert torch.equal(c(x), expected)
-    assert torch.equal(copy.deepcopy(trained)(split_x(x)), expected)
-    # inference does not grow anything
-    assert a.stats()["synapses"] == trained.stats()["synapses"]
-    assert torch.equal(a.syn_weight, trained.syn_weight)
+    # with the default (non-spiking) settings, inference from rest is Hanami's request mode
+    trained.reset_state()
+    before = snapshot(trained)
+    expected = copy.deepcopy(trained).predict_many(x)
+    assert torch.equal(trained.forward(x), expected)
+    assert torch.equal(trained(x), expected)
+    assert torch.equal(trained(split_x(x)), expected)
+    # each row on its own gives the same as in the batch
+    for i in range(len(x)):
+        assert torch.equal(trained(x[i : i + 1])[0], expected[i])
+    # forward reads nothing but the synapses and changes nothing, not even the neuron state
+    trained.potential.fill_(3.0)
+    assert torch.equal(trained(x), expected)
+    trained.potential.zero_()
+    assert_unchanged(trained, before)
 
 
 def count_synapses_by_sections(cluster):

@@ -36,7 +36,7 @@ def test_explicit_state_equals_the_clusters_own_stream():
     cluster = trained()
     reference = copy.deepcopy(cluster)
     x = torch.rand(12, 6, generator=torch.Generator().manual_seed(5)) * 50
-    expected = reference(x)  # the cluster's own state, from rest
+    expected = reference.predict_many(x)  # the cluster's own state, from rest
     state, outputs = None, []
     for row in x:
         y, state = cluster(row.unsqueeze(0), state)
@@ -72,3 +72,13 @@ def test_bad_states_are_refused():
         cluster(x, NeuronState(good.potential[:-1], good.active, good.refractory))
     with pytest.raises(ValueError, match="NaN"):
         cluster(x, NeuronState(torch.full_like(good.potential, float("nan")), good.active, good.refractory))
+
+
+def test_forward_without_a_state_is_stateless_even_when_spiking():
+    cluster = trained()
+    x = torch.rand(8, 6, generator=torch.Generator().manual_seed(7)) * 50
+    from_rest = torch.cat([cluster(row.unsqueeze(0), None)[0] for row in x])
+    stream = copy.deepcopy(cluster).predict_many(x)  # Hanami's request mode carries the state
+    assert not torch.equal(stream, from_rest)  # the spiking settings matter for this data
+    assert torch.equal(cluster(x), from_rest)
+    assert torch.equal(cluster(x.flip(0)), from_rest.flip(0))
