@@ -48,8 +48,9 @@ def save(cluster, path: str | os.PathLike) -> None:
         "init_scale": cluster.init_scale,
         "optimizer": cluster.optimizer,
         "input_fan_in": cluster.input_fan_in,
-        "learning_rule": cluster.learning_rule,
     }
+    if cluster.learning_rule != "hanami":  # older files have no key: Hanami's rule
+        options["learning_rule"] = cluster.learning_rule
     if cluster.input_shape is not None:  # receptive fields (older files have neither key)
         options["input_shape"] = list(cluster.input_shape)
         options["field_radius"] = cluster.field_radius

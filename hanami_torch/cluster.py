@@ -293,8 +293,8 @@ class HanamiCluster(nn.Module):
             raise ValueError(f"inputs must be a tensor, got {type(x).__name__}")
         if x.dim() != 2 or x.shape[1] != self.n_inputs:
             raise ValueError(f"inputs must be shaped [samples, {self.n_inputs}], got {list(x.shape)}")
-        if x.device != self.config.device:
-            raise ValueError(f"inputs are on {x.device} but this cluster is on {self.config.device}")
+        if x.device != self.syn_weight.device:
+            raise ValueError(f"inputs are on {x.device} but this cluster runs on {self.syn_weight.device}")
         return x.to(torch.float32).contiguous()
 
     @torch.compiler.disable
@@ -302,6 +302,12 @@ class HanamiCluster(nn.Module):
     def _grow(self, x: torch.Tensor) -> None:
         """Gradient rule: Hanami's growth for the rows of ``x`` (the train_ op only grows in this
         mode; the targets it gets are not used)."""
+        if self.syn_weight.device.type != "cpu":
+            raise RuntimeError(
+                f"learning_rule='gradient' grows the network on the CPU only, and this cluster is on "
+                f"{self.syn_weight.device}: train it on the CPU; on the GPU run inference only "
+                "(cluster.eval() or torch.no_grad())"
+            )
         targets = torch.zeros(x.shape[0], self.n_outputs, dtype=torch.float32)
         self._train(x, targets, torch.empty_like(targets))
 
@@ -375,8 +381,8 @@ class HanamiCluster(nn.Module):
         Returns:
             ``[B, n_outputs]``: each sample's output as computed before its own update.
         """
-        batch_size = _batch_size(batch_size)
         self._refuse_with_gradient_rule("learn_many")
+        batch_size = _batch_size(batch_size)
         x = self._samples(inputs, self.n_inputs, self.template.input_bricks, "inputs")
         y = self._samples(targets, self.n_outputs, self.template.output_bricks, "targets")
         if x.shape[0] != y.shape[0]:
@@ -423,10 +429,10 @@ class HanamiCluster(nn.Module):
             ``{"samples": rows learned, "chunks": learn_many calls, "chunk_mae": [per chunk, the
             mean absolute difference between the online outputs and the targets]}``.
         """
+        self._refuse_with_gradient_rule("learn_stream")
         batch_size = _batch_size(batch_size)
         if chunk_size is None:
             chunk_size = -(-1024 // batch_size) * batch_size
-        self._refuse_with_gradient_rule("learn_stream")
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
             raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
         chunk_size = int(chunk_size)
