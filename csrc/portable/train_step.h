@@ -127,6 +127,8 @@ struct Scratch {
   Request* requests;         // [sections + neurons]
   float* arena_temp;         // [capacity] compaction: one arena array at a time
   int32_t n_requests;
+  bool lists_valid;  // block_begin/block_list describe sec_block (no section created or freed since)
+  bool any_pending;  // sections freed by reduction may wait for re-creation
 };
 
 HANAMI_STEP int64_t align_up(int64_t n) { return (n + 15) & ~int64_t(15); }
@@ -179,6 +181,8 @@ HANAMI_STEP Scratch carve_scratch(void* buffer, int64_t n_neurons, int64_t n_blo
   s.requests = reinterpret_cast<Request*>(take(&p, (sections + n_neurons) * int64_t(sizeof(Request))));
   s.arena_temp = reinterpret_cast<float*>(take(&p, capacity * 4));
   s.n_requests = 0;
+  s.lists_valid = false;
+  s.any_pending = true;
   return s;
 }
 
@@ -249,6 +253,8 @@ HANAMI_STEP void copy_n(const T* from, int64_t n, T* to) {
 // ---- the live sections per block, ascending section id ------------------------------------------
 
 HANAMI_STEP void build_block_lists(const TrainNet& v, Scratch& sc) {
+  if (sc.lists_valid) return;
+  sc.lists_valid = true;
   const int64_t n_sections = int64_t(v.n_neurons) * kSectionsPerNeuron;
   for (int g = 0; g <= v.n_blocks; ++g) sc.block_begin[g] = 0;
   for (int64_t s = 0; s < n_sections; ++s)
@@ -344,7 +350,7 @@ HANAMI_STEP bool compact(const TrainNet& v, Scratch& sc, int slack) {
 // Creates a section for `neuron` (spec §4.7): first free slot (or `fixed_slot`), a target brick
 // from the brick's list, a target block drawn uniformly or, with receptive fields, among the
 // blocks whose field holds the input pixel.
-HANAMI_STEP bool create_section(const TrainNet& v, const TrainConfig& cfg, int64_t step,
+HANAMI_STEP bool create_section(const TrainNet& v, const TrainConfig& cfg, Scratch& sc, int64_t step,
                                 int32_t neuron, float offset, int32_t fixed_slot) {
   const int32_t brick = brick_of_neuron(v, neuron);
   if (v.brick_kind(brick) == kOutput) return false;
@@ -368,6 +374,7 @@ HANAMI_STEP bool create_section(const TrainNet& v, const TrainConfig& cfg, int64
                            cfg.field_radius, pick_block)
              : int32_t(pick_block % uint32_t(n_blocks)));
   v.sec_block[s] = block;
+  sc.lists_valid = false;
   v.sec_offset[s] = offset;
   v.sec_has_next[s] = 0;
   v.sec_len[s] = 0;
@@ -382,18 +389,19 @@ HANAMI_STEP bool create_section(const TrainNet& v, const TrainConfig& cfg, int64
 // (ascending id), then the sample's requests in (neuron, origin) order.
 HANAMI_STEP void create_requested_sections(const TrainNet& v, const TrainConfig& cfg, Scratch& sc,
                                            int64_t step) {
-  const int64_t n_sections = int64_t(v.n_neurons) * kSectionsPerNeuron;
+  const int64_t n_sections = sc.any_pending ? int64_t(v.n_neurons) * kSectionsPerNeuron : 0;
+  sc.any_pending = false;
   for (int64_t s = 0; s < n_sections; ++s) {
     if (v.sec_block[s] != kPendingSection) continue;
     v.sec_block[s] = kNoSection;
     const uint8_t had_next = v.sec_has_next[s];
-    if (create_section(v, cfg, step, int32_t(s / kSectionsPerNeuron), v.sec_offset[s],
+    if (create_section(v, cfg, sc, step, int32_t(s / kSectionsPerNeuron), v.sec_offset[s],
                        int32_t(s % kSectionsPerNeuron)))
       v.sec_has_next[s] = had_next;
   }
   heap_sort(sc.requests, int64_t(sc.n_requests), RequestKey());
   for (int32_t i = 0; i < sc.n_requests; ++i)
-    create_section(v, cfg, step, int32_t(sc.requests[i].key >> 32), sc.requests[i].offset, -1);
+    create_section(v, cfg, sc, step, int32_t(sc.requests[i].key >> 32), sc.requests[i].offset, -1);
   sc.n_requests = 0;
 }
 
@@ -508,7 +516,7 @@ HANAMI_STEP bool input_phase(const TrainNet& v, const TrainConfig& cfg, Scratch&
     }
     for (int i = 0; i < v.brick_count(b); ++i)
       if (v.active[start + i] && in_use(v, start + i) == 0)
-        for (int f = 0; f < cfg.input_fan_in; ++f) create_section(v, cfg, step, start + i, 0.0f, -1);
+        for (int f = 0; f < cfg.input_fan_in; ++f) create_section(v, cfg, sc, step, start + i, 0.0f, -1);
   }
   return v.counters[kNeedy] == 0 || compact(v, sc, kCompactSlack);
 }
@@ -713,6 +721,8 @@ HANAMI_STEP void reduce(const TrainNet& v, Scratch& sc) {
     v.sec_len[s] = 0;
     v.sec_cap[s] = 0;
     v.sec_block[s] = kPendingSection;
+    sc.lists_valid = false;
+    sc.any_pending = true;
   }
 }
 
@@ -730,6 +740,8 @@ HANAMI_STEP void begin_call(const TrainNet& v, Scratch& sc) {
         sc.block_positive[int64_t(v.brick_first_block(b)) * kDeltaStride + row_index(i)] =
             v.potential[v.brick_start(b) + i] > 0.0f;
   sc.n_requests = 0;
+  sc.lists_valid = false;
+  sc.any_pending = true;
 }
 
 // Online learning over samples [start, count), like Engine::train: one cycle each. Returns the
