@@ -69,6 +69,9 @@ OPTIONS = {
     "fields": (False, False, {"input_shape": (3, 3), "field_radius": 1.0}),
     # every section slot of an input neuron taken at once: chains cannot grow, freed slots are re-created
     "fan-in-8-reduction": (True, False, {"input_fan_in": 8}),
+    # growth only, all 63 slots reserved per section, no compaction (weights learn with autograd)
+    "gradient": (False, False, {"learning_rule": "gradient"}),
+    "gradient-spiking": (False, True, {"learning_rule": "gradient", "input_fan_in": 2}),
 }
 
 
@@ -91,6 +94,7 @@ def samples(n_inputs: int, n_outputs: int, rows: int, seed: int):
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
+@torch.no_grad()
 def learn(op, cluster: HanamiCluster, x, y, batch_size: int = 1, chunk: int | None = None):
     """HanamiCluster._train's loop with `op`, over chunks of `chunk` rows (one call each, resumed
     after arena growth). Returns the outputs and the starts of all calls."""
@@ -140,11 +144,14 @@ def test_options_match_the_engine(option):
     cluster = make(option)
     x, y = samples(cluster.n_inputs, cluster.n_outputs, 260, seed=1)
     # warm up on the engine, then make reduction delete synapses soon (counters at 1)
-    cluster.learn_many(x[:60], y[:60], compact=False)
+    learn(torch.ops.hanami.train_, cluster, x[:60], y[:60])
     if OPTIONS[option][0]:
         cluster.syn_counter.fill_(1)
     result, _ = run_both(cluster, x[60:], y[60:])
     assert int(result.counters[ops.COUNTER_SYNAPSES]) > 100 and int(result.counters[ops.COUNTER_STEP]) == 260
+    if "gradient" in option:  # every live section holds all 63 slots
+        live = result.sec_block >= 0
+        assert bool((result.sec_cap[live] == 63).all())
     if OPTIONS[option][0]:  # the reductions at steps 100 and 200 deleted synapses
         without = copy.deepcopy(cluster)
         without.config[ops.CONFIG_REDUCTION] = 0.0
@@ -152,7 +159,7 @@ def test_options_match_the_engine(option):
         assert cluster_structure(without)["sections"] != cluster_structure(result)["sections"]
 
 
-@pytest.mark.parametrize("option", ["sgd", "adagrad-reduction", "spiking-reduction"])
+@pytest.mark.parametrize("option", ["sgd", "adagrad-reduction", "spiking-reduction", "gradient"])
 def test_arena_growth_and_compaction_inside_calls(option):
     """From a 16-slot arena the ops stop for growth many times; compactions at sample boundaries
     (needy sections, garbage) happen inside the calls."""
@@ -191,7 +198,7 @@ def test_several_input_and_output_bricks():
 
 def random_template(gen: np.random.Generator) -> tuple[str, dict]:
     """A line of 3 to 5 bricks with random sizes (hidden bricks of one or several blocks), random
-    reduction and spiking settings, and random cluster options."""
+    reduction and spiking settings, and random cluster options (fan-in, optimizer, learning rule)."""
     n_bricks = int(gen.integers(3, 6))
     sizes = [int(gen.integers(3, 40))] + [int(gen.integers(5, 200)) for _ in range(n_bricks - 2)]
     sizes.append(int(gen.integers(2, 12)))
@@ -208,19 +215,22 @@ def random_template(gen: np.random.Generator) -> tuple[str, dict]:
             lines.append("        output: y")
         lines.append(f"        number_of_neurons: {n}")
     options = {"input_fan_in": int(gen.integers(1, 5))}
-    if gen.random() < 0.5:
+    rule = int(gen.integers(0, 3))  # Hanami's rule with SGD or Adagrad, or the gradient rule
+    if rule == 1:
         options |= {"optimizer": "adagrad", "learning_rate": 0.03}
+    elif rule == 2 and not reduction:  # the gradient rule has no reduction
+        options |= {"learning_rule": "gradient"}
     return "\n".join(lines) + "\n", options
 
 
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", range(12))
 def test_random_templates_match_the_engine(seed):
     gen = np.random.default_rng(100 + seed)
     text, options = random_template(gen)
     cluster = HanamiCluster(text, seed=seed, **options)
     x, y = samples(cluster.n_inputs, cluster.n_outputs, 250, seed=seed)
     if cluster.template.settings.enable_reduction:
-        cluster.learn_many(x[:40], y[:40], compact=False)
+        learn(torch.ops.hanami.train_, cluster, x[:40], y[:40])
         cluster.syn_counter.fill_(1)
         x, y = x[40:], y[40:]
     batch_size = int(gen.choice([1, 1, 3, 8]))

@@ -80,6 +80,7 @@ struct TrainConfig {
   int field_rows = 0;  // receptive fields (rules.h: field_block); 0: target blocks are uniform
   int field_cols = 0;
   float field_radius = 0.0f;
+  bool gradient_rule = false;  // learning_rule="gradient": grow only (engine.cpp)
 };
 
 // The config vector (cluster_state.h, ConfigIndex) as the step needs it; compat mode and the
@@ -98,6 +99,7 @@ HANAMI_STEP TrainConfig config_from(const double* c) {
   cfg.field_rows = int(c[kFieldRows]) > 0 ? int(c[kFieldRows]) : 0;
   cfg.field_cols = int(c[kFieldCols]) > 0 ? int(c[kFieldCols]) : 0;
   cfg.field_radius = float(c[kFieldRadius]);
+  cfg.gradient_rule = c[kLearningRule] == 1.0;
   return cfg;
 }
 
@@ -276,12 +278,13 @@ HANAMI_STEP int64_t allocate(const TrainNet& v, int n_slots) {
   return top;
 }
 
-// Keeps "reserve >= len + 1", so that a walk adds its one slot without allocating.
-HANAMI_STEP void ensure_reserve(const TrainNet& v, int32_t s) {
+// Keeps "reserve >= len + 1", so that a walk adds its one slot without allocating. The gradient
+// rule reserves all 63 slots at once: its synapses never move.
+HANAMI_STEP void ensure_reserve(const TrainNet& v, const TrainConfig& cfg, int32_t s) {
   const int len = v.sec_len[s];
   const int cap = v.sec_cap[s];
   if (cap >= reserve_for(len, 1)) return;
-  const int new_cap = reserve_for(len, 1 + kGrowSlack);
+  const int new_cap = cfg.gradient_rule ? kSynapsesPerSection : reserve_for(len, 1 + kGrowSlack);
   const int64_t start = allocate(v, new_cap);
   if (start < 0) {  // the next sample boundary compacts or asks the host for a larger arena
     v.counters[kNeedy] += 1;
@@ -345,6 +348,15 @@ HANAMI_STEP bool compact(const TrainNet& v, Scratch& sc, int slack) {
   return true;
 }
 
+// Gradient rule, instead of a compaction: the sections still without their reserve get it, in
+// processing order. Returns false when the arena is full.
+HANAMI_STEP bool reserve_waiting(const TrainNet& v, const TrainConfig& cfg, Scratch& sc) {
+  v.counters[kNeedy] = 0;
+  build_block_lists(v, sc);
+  for (int32_t i = 0; i < sc.block_begin[v.n_blocks]; ++i) ensure_reserve(v, cfg, sc.block_list[i]);
+  return v.counters[kNeedy] == 0;
+}
+
 // ---- sections --------------------------------------------------------------------------------------
 
 // Creates a section for `neuron` (spec §4.7): first free slot (or `fixed_slot`), a target brick
@@ -381,7 +393,7 @@ HANAMI_STEP bool create_section(const TrainNet& v, const TrainConfig& cfg, Scrat
   v.sec_cap[s] = 0;
   v.sec_start[s] = 0;
   v.counters[kSections] += 1;
-  ensure_reserve(v, s);
+  ensure_reserve(v, cfg, s);
   return true;
 }
 
@@ -468,7 +480,8 @@ HANAMI_STEP int32_t walk_train(const TrainNet& v, const TrainConfig& cfg, Scratc
         block_input[created] += contribution(weight[k], r, upper[k] - lower);
       } else {
         float b = border;
-        if (should_split(border, r, k)) {
+        // the gradient rule splits only the last slot (engine.cpp: borders under trained weights)
+        if (should_split(border, r, k) && !(cfg.gradient_rule && k + 1 < len)) {
           upper[k] = split_upper(lower, u);
           if (k + 1 == len) {  // the upper half becomes an empty slot with a border
             upper[k + 1] = u;
@@ -518,7 +531,8 @@ HANAMI_STEP bool input_phase(const TrainNet& v, const TrainConfig& cfg, Scratch&
       if (v.active[start + i] && in_use(v, start + i) == 0)
         for (int f = 0; f < cfg.input_fan_in; ++f) create_section(v, cfg, sc, step, start + i, 0.0f, -1);
   }
-  return v.counters[kNeedy] == 0 || compact(v, sc, kCompactSlack);
+  if (v.counters[kNeedy] == 0) return true;
+  return cfg.gradient_rule ? reserve_waiting(v, cfg, sc) : compact(v, sc, kCompactSlack);
 }
 
 HANAMI_STEP void forward_brick(const TrainNet& v, const TrainConfig& cfg, Scratch& sc, int64_t step,
@@ -539,7 +553,7 @@ HANAMI_STEP void forward_brick(const TrainNet& v, const TrainConfig& cfg, Scratc
   }
   // reserves are renewed in section order (engine.cpp: merge_lanes)
   heap_sort(sc.grown, int64_t(n_grown), IntKey());
-  for (int32_t i = 0; i < n_grown; ++i) ensure_reserve(v, sc.grown[i]);
+  for (int32_t i = 0; i < n_grown; ++i) ensure_reserve(v, cfg, sc.grown[i]);
 }
 
 // entry of a brick's neuron i in rows of kDeltaStride per block, counted from the brick's first block
@@ -753,9 +767,12 @@ HANAMI_STEP int64_t train(const TrainNet& v, const TrainConfig& cfg, Scratch& sc
                           int64_t start, int64_t count, int64_t batch_size) {
   begin_call(v, sc);
   for (int64_t i = start; i < count; ++i) {
-    // sample boundary: the only place where the arena is compacted
+    // sample boundary: the only place where the arena is compacted (never with the gradient
+    // rule, whose slots must not move)
     const int64_t top = v.counters[kArenaTop];
-    if (v.counters[kNeedy] > 0 || v.counters[kGarbage] > (top / 4 > 4096 ? top / 4 : 4096)) {
+    if (cfg.gradient_rule) {
+      if (v.counters[kNeedy] > 0 && !reserve_waiting(v, cfg, sc)) return i;
+    } else if (v.counters[kNeedy] > 0 || v.counters[kGarbage] > (top / 4 > 4096 ? top / 4 : 4096)) {
       if (!compact(v, sc, kCompactSlack)) return i;
     }
     const int64_t step = v.counters[kStep];
@@ -774,9 +791,9 @@ HANAMI_STEP int64_t train(const TrainNet& v, const TrainConfig& cfg, Scratch& sc
     }
     sc.brick_visits[v.n_bricks] = n_visits;
     create_requested_sections(v, cfg, sc, step);
-    backward(v, cfg, sc);
+    if (!cfg.gradient_rule) backward(v, cfg, sc);  // the gradient rule only grows here
     v.counters[kStep] = step + 1;
-    if (cfg.reduction && v.counters[kStep] % kReductionInterval == 0) reduce(v, sc);
+    if (!cfg.gradient_rule && cfg.reduction && v.counters[kStep] % kReductionInterval == 0) reduce(v, sc);
     if (v.syn_pending && ((i + 1) % batch_size == 0 || i + 1 == count)) flush_batch(v, cfg);
   }
   return count;
