@@ -8,7 +8,10 @@ Public API::
 from ._version import __version__
 from .template import Template, TemplateError
 
-__all__ = ["HanamiCluster", "Template", "TemplateError", "CheckpointError", "save", "load", "__version__"]
+__all__ = [
+    "HanamiCluster", "Template", "TemplateError", "CheckpointError", "save", "load", "save_optimizer",
+    "load_optimizer", "__version__",
+]
 
 
 def __getattr__(name: str):
@@ -18,7 +21,7 @@ def __getattr__(name: str):
         from .cluster import HanamiCluster
 
         return HanamiCluster
-    if name in ("save", "load", "CheckpointError"):
+    if name in ("save", "load", "save_optimizer", "load_optimizer", "CheckpointError"):
         from . import checkpoint
 
         return getattr(checkpoint, name)

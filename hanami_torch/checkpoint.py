@@ -26,8 +26,11 @@ class CheckpointError(ValueError):
     """A file that is not a readable hanami_torch checkpoint."""
 
 
-def save(cluster, path: str | os.PathLike) -> None:
+def save(cluster, path: str | os.PathLike, *, optimizer: torch.optim.Optimizer | None = None) -> None:
     """Writes ``cluster`` to ``path`` (a ``.safetensors`` file), atomically.
+
+    With ``optimizer`` (for ``learning_rule="gradient"``), its state goes beside the checkpoint,
+    to :func:`optimizer_path` ``(path)``; restore it with :func:`load_optimizer`.
 
     The file is written under a temporary name and renamed, so an interrupted save never leaves a
     half-written checkpoint where a good one was. The arena is packed first, except with
@@ -40,7 +43,7 @@ def save(cluster, path: str | os.PathLike) -> None:
 
     if cluster.learning_rule != "gradient":
         cluster.compact()
-    tensors = {name: getattr(cluster, name).detach().contiguous() for name in ops.LAYOUT + ops.STATE}
+    tensors = {name: getattr(cluster, name).detach().cpu().contiguous() for name in ops.LAYOUT + ops.STATE}
     options = {
         "seed": cluster.seed,
         "compat": cluster.compat,
@@ -67,15 +70,17 @@ def save(cluster, path: str | os.PathLike) -> None:
     temporary = path.with_name(path.name + ".partial")
     save_file(tensors, str(temporary), metadata=metadata)
     os.replace(temporary, path)
+    if optimizer is not None:
+        save_optimizer(optimizer, optimizer_path(path))
 
 
 def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
     """SHA-256 over the tensors' names, dtypes, shapes and bytes, in name order."""
     digest = hashlib.sha256()
     for name in sorted(tensors):
-        tensor = tensors[name].contiguous()
+        tensor = tensors[name].detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
 
 
@@ -135,3 +140,144 @@ def load(path: str | os.PathLike):
             "the file from a copy"
         )
     return cluster
+
+
+# ---- optimizer state --------------------------------------------------------------------------
+
+OPTIMIZER_FORMAT = "hanami_torch.optimizer"
+OPTIMIZER_FORMAT_VERSION = 1
+
+
+def optimizer_path(path: str | os.PathLike) -> Path:
+    """Where :func:`save` puts the optimizer state of the checkpoint ``path``:
+    ``model.safetensors`` -> ``model.optimizer.safetensors``."""
+    path = Path(path)
+    stem = path.name[: -len(".safetensors")] if path.name.endswith(".safetensors") else path.name
+    return path.with_name(stem + ".optimizer.safetensors")
+
+
+def save_optimizer(optimizer: torch.optim.Optimizer, path: str | os.PathLike) -> None:
+    """Writes ``optimizer.state_dict()`` to a safetensors file (no pickle), atomically.
+
+    Tensors (moments, step counts) are stored as tensors; numbers, strings, booleans and lists
+    (hyperparameters, parameter indices) as JSON in the metadata. Anything else is refused.
+    """
+    from safetensors.torch import save_file
+
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    state_dict = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    values: dict[str, dict] = {}
+    for index, entries in state_dict["state"].items():
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state/{index}/{key}"] = value.detach().cpu().contiguous()
+            else:
+                values.setdefault(str(index), {})[key] = _plain(value, f"state[{index}][{key!r}]")
+    groups = []
+    for number, group in enumerate(state_dict["param_groups"]):
+        plain = {}
+        for key, value in group.items():
+            if isinstance(value, torch.Tensor):  # e.g. a tensor learning rate
+                tensors[f"group/{number}/{key}"] = value.detach().cpu().contiguous()
+            else:
+                plain[key] = _plain(value, f"param_groups[{number}][{key!r}]")
+        groups.append(plain)
+    metadata = {
+        "format": OPTIMIZER_FORMAT,
+        "format_version": str(OPTIMIZER_FORMAT_VERSION),
+        "package_version": __version__,
+        "optimizer": type(optimizer).__name__,
+        "state_values": json.dumps(values),
+        "param_groups": json.dumps(groups),
+    }
+    metadata["sha256"] = _optimizer_digest(tensors, metadata)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".partial")
+    save_file(tensors, str(temporary), metadata=metadata)
+    os.replace(temporary, path)
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, path: str | os.PathLike) -> None:
+    """Restores into ``optimizer`` the state :func:`save_optimizer` (or ``save(..., optimizer=)``)
+    wrote. ``path`` may be the optimizer file or the cluster checkpoint it belongs to. The
+    optimizer must be of the same class and hold the same parameters (create it on the loaded
+    cluster's parameters first)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    path = Path(path)
+    if not path.name.endswith(".optimizer.safetensors") and not path.is_file():
+        raise FileNotFoundError(f"no optimizer state at {path}")
+    if path.is_file() and not path.name.endswith(".optimizer.safetensors"):
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                is_cluster = (handle.metadata() or {}).get("format") == FORMAT
+        except (SafetensorError, OSError, ValueError):
+            is_cluster = False
+        if is_cluster:
+            path = optimizer_path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no optimizer state at {path} (save it with hanami_torch.save(cluster, path, optimizer=...))")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {error}") from None
+    if metadata.get("format") != OPTIMIZER_FORMAT:
+        raise CheckpointError(f"{path} is not a hanami_torch optimizer state (format {metadata.get('format')!r})")
+    version = metadata.get("format_version", "")
+    if not version.isdigit() or int(version) > OPTIMIZER_FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has optimizer format {version!r}; this hanami_torch ({__version__}) reads "
+            f"format <= {OPTIMIZER_FORMAT_VERSION}: upgrade hanami_torch"
+        )
+    if metadata.get("sha256") != _optimizer_digest(tensors, metadata):
+        raise CheckpointError(f"{path} is damaged: its contents do not match the checksum written with them")
+    if metadata.get("optimizer") != type(optimizer).__name__:
+        raise CheckpointError(
+            f"{path} holds the state of a {metadata.get('optimizer')} optimizer, not of a "
+            f"{type(optimizer).__name__}: create the same kind of optimizer before loading"
+        )
+    try:
+        values = json.loads(metadata["state_values"])
+        groups = json.loads(metadata["param_groups"])
+        state: dict[int, dict] = {}
+        for index, entries in values.items():
+            state.setdefault(int(index), {}).update(entries)
+        for name, tensor in tensors.items():
+            kind, number, key = name.split("/", 2)
+            if kind == "state":
+                state.setdefault(int(number), {})[key] = tensor
+            elif kind == "group":
+                groups[int(number)][key] = tensor
+            else:
+                raise ValueError(f"unexpected tensor {name!r}")
+    except (KeyError, ValueError, IndexError, TypeError, AttributeError) as error:
+        raise CheckpointError(f"{path} has unusable optimizer metadata: {error}") from None
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError, RuntimeError) as error:
+        raise CheckpointError(
+            f"{path} does not fit this optimizer ({error}); create it on the parameters of the "
+            "cluster the state was saved with"
+        ) from None
+
+
+def _plain(value, where: str):
+    """``value`` as JSON-ready data, or TypeError naming where it came from."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(item, where) for item in value]
+    raise TypeError(f"cannot store optimizer {where} of type {type(value).__name__} without pickle")
+
+
+def _optimizer_digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    digest = hashlib.sha256(tensor_digest(tensors).encode())
+    for key in ("optimizer", "state_values", "param_groups"):
+        digest.update(f"|{key}={metadata.get(key)}".encode())
+    return digest.hexdigest()
