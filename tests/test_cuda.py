@@ -392,6 +392,34 @@ def test_mnist_size_online_learning_matches_the_cpu(mnist_learned_on_both):
     assert int(gpu.counters[ops.COUNTER_SYNAPSES]) > 5_000
 
 
+@torch.no_grad()
+def train_with_the_op(cluster: HanamiCluster, x, y) -> torch.Tensor:
+    """HanamiCluster._train's loop: train_ from `start`, the arena doubled whenever it stops early."""
+    out = torch.empty_like(y)
+    start = 0
+    while start < x.shape[0]:
+        ops.train_(cluster._layout(), cluster._state(), cluster.config, x, y, out, start)
+        done = int(cluster.counters[ops.COUNTER_PROCESSED])
+        if done < x.shape[0]:
+            cluster._resize_arena(2 * cluster.syn_weight.numel())
+        start = done
+    return out
+
+
+def test_gradient_rule_growth_matches_the_cpu():
+    """learning_rule='gradient': train_ only grows (63 slots per section, never compacted); the op
+    does the same on the GPU (HanamiCluster itself grows such a cluster on the CPU only)."""
+    template, sizes, _, _ = learning_template("uneven-fan-in")
+    cpu = HanamiCluster(template, seed=9, learning_rule="gradient", input_fan_in=2)
+    cpu._resize_arena(1024)
+    gpu = on_gpu(cpu)
+    x, y = random_samples(150, sizes[0], sizes[-1], seed=38)
+    assert_close(train_with_the_op(gpu, x.cuda(), y.cuda()), train_with_the_op(cpu, x, y), "outputs")
+    assert_same_network(gpu, cpu)
+    live = cpu.sec_block >= 0
+    assert int(live.sum()) > 50 and bool((cpu.sec_cap[live] == 63).all())
+
+
 def test_several_clusters_learn_on_one_gpu_at_once():
     """Clusters of different shapes learn on their own CUDA streams; each grows what it grows alone
     on the CPU."""
