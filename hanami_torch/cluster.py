@@ -302,13 +302,7 @@ class HanamiCluster(nn.Module):
     def _grow(self, x: torch.Tensor) -> None:
         """Gradient rule: Hanami's growth for the rows of ``x`` (the train_ op only grows in this
         mode; the targets it gets are not used)."""
-        if self.syn_weight.device.type != "cpu":
-            raise RuntimeError(
-                f"learning_rule='gradient' grows the network on the CPU only, and this cluster is on "
-                f"{self.syn_weight.device}: train it on the CPU; on the GPU run inference only "
-                "(cluster.eval() or torch.no_grad())"
-            )
-        targets = torch.zeros(x.shape[0], self.n_outputs, dtype=torch.float32)
+        targets = torch.zeros(x.shape[0], self.n_outputs, dtype=torch.float32, device=x.device)
         self._train(x, targets, torch.empty_like(targets))
 
     @torch.no_grad()

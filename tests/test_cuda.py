@@ -420,6 +420,24 @@ def test_gradient_rule_growth_matches_the_cpu():
     assert int(live.sum()) > 50 and bool((cpu.sec_cap[live] == 63).all())
 
 
+def test_gradient_rule_trains_on_the_gpu_like_on_the_cpu():
+    """A gradient-rule cluster trained with torch.optim on the GPU: forward in training mode grows
+    it (train_ on CUDA), autograd runs infer_backward on CUDA; the structure equals the CPU's."""
+    template, sizes, _, _ = learning_template("small")
+    cpu = HanamiCluster(template, seed=4, learning_rule="gradient", input_fan_in=2, init_scale=0.01)
+    gpu = on_gpu(cpu)
+    optimizers = [torch.optim.SGD(c.parameters(), lr=0.05) for c in (cpu, gpu)]
+    for step in range(5):
+        x, y = random_samples(32, sizes[0], sizes[-1], seed=60 + step)
+        for cluster, optimizer, device in ((cpu, optimizers[0], "cpu"), (gpu, optimizers[1], "cuda")):
+            cluster.train()
+            optimizer.zero_grad()
+            torch.nn.functional.mse_loss(cluster(x.to(device)), y.to(device)).backward()
+            optimizer.step()
+    assert gpu.syn_weight.is_cuda and int(cpu.counters[ops.COUNTER_SYNAPSES]) > 100
+    assert_same_network(gpu, cpu)
+
+
 def test_several_clusters_learn_on_one_gpu_at_once():
     """Clusters of different shapes learn on their own CUDA streams; each grows what it grows alone
     on the CPU."""
