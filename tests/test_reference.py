@@ -113,17 +113,18 @@ def test_prediction_matches_reference(compat):
     assert cluster_structure(cluster) == ref.structure()
 
 
-@pytest.mark.parametrize("compat", [False, True])
-def test_many_equals_one_by_one_and_threads_do_not_matter(compat):
-    """learn_many (one C++ call, a thread team) grows the network that learn_one grows."""
+@pytest.mark.parametrize("compat,options", [(False, {}), (True, {}), (False, {"optimizer": "adagrad", "input_fan_in": 3})])
+def test_many_equals_one_by_one_and_threads_do_not_matter(compat, options):
+    """learn_many (one C++ call, a thread team, which also shares the output brick's backward
+    pass) grows the network that learn_one grows."""
     x, y = random_samples(HanamiCluster(line(), seed=4), 300, seed=4, ramp=True)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        many = HanamiCluster(line(), seed=4, compat=compat)
+        many = HanamiCluster(line(), seed=4, compat=compat, **options)
         out_many = many.learn_many(x, y)
         torch.set_num_threads(1)
-        single = HanamiCluster(line(), seed=4, compat=compat)
+        single = HanamiCluster(line(), seed=4, compat=compat, **options)
         out_single = torch.stack([single.learn_one(x[i], y[i]) for i in range(x.shape[0])])
     finally:
         torch.set_num_threads(threads)

@@ -699,10 +699,21 @@ void Engine::backward(Team* team) {
         *delta_of(first_block, n - start) = (sum * kLog2Slope) * values[n_active + j];
       }
     }
-    if (team == nullptr || v_.brick_blocks(b) < 2) {
-      for (Lane& lane : lanes_) backward_visits(b, lane);
+    if (team == nullptr) {
+      for (Lane& lane : lanes_) backward_visits(b, lane.visits[b].data(), lane.visits[b].data() + lane.visits[b].size());
+    } else if (v_.brick_blocks(b) < 2) {
+      // A one-block brick (an output brick) was walked by one member, but every section's update
+      // touches only its own slots and sum: the members share its visits in contiguous halves.
+      const auto& visits = lanes_[0].visits[b];
+      team->run([&](int member) {
+        const size_t n = visits.size(), members = size_t(team->size());
+        backward_visits(b, visits.data() + n * member / members, visits.data() + n * (member + 1) / members);
+      });
     } else {  // each member updates the sections it walked: the same blocks as in forward
-      team->run([&](int member) { backward_visits(b, lanes_[member]); });
+      team->run([&](int member) {
+        const auto& visits = lanes_[member].visits[b];
+        backward_visits(b, visits.data(), visits.data() + visits.size());
+      });
     }
   }
   for (Lane& lane : lanes_)
@@ -735,9 +746,10 @@ void Engine::flush_batch() {
 
 // Deltas are read without branches: a block's delta row has 256 entries, so the empty marker 0xFF
 // reads a zero, and a zero delta leaves the weight bit-identical (w - lr*0 == w).
-void Engine::backward_visits(int b, Lane& lane) {
+void Engine::backward_visits(int b, const Visit* first, const Visit* last) {
   const float lr = cfg_.learning_rate;
-  for (const Visit& visit : lane.visits[b]) {
+  for (const Visit* it = first; it != last; ++it) {
+    const Visit& visit = *it;
     const int32_t s = visit.section;
     const int32_t g = v_.sec_block[s];
     const float* __restrict delta = block_delta_.data() + size_t(g) * kDeltaStride;

@@ -148,7 +148,7 @@ class Engine {
   void forward_brick(int brick, bool training, Team* team);
   void forward_blocks(int brick, int first, int last, bool training, Lane& lane);
   void merge_lanes();
-  void backward_visits(int brick, Lane& lane);
+  void backward_visits(int brick, const Visit* first, const Visit* last);
   // blocks [first, last) of `brick` that team member `member` of `members` works on
   void share_of(int brick, int member, int members, int* first, int* last) const;
   void update_neurons(int brick, bool training, const float* target, float* output);
