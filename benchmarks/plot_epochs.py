@@ -66,7 +66,8 @@ def main(argv=None) -> None:
             acc_ax.axhline(mlp["test_accuracy"], linestyle="--", color="grey", linewidth=1)
             acc_ax.annotate(
                 f"PyTorch MLP, batch 1, 1 epoch: {mlp['test_accuracy']:.1f} %",
-                (x[-1], mlp["test_accuracy"]),
+                (0.98, mlp["test_accuracy"]),
+                xycoords=("axes fraction", "data"),
                 xytext=(0, 4),
                 textcoords="offset points",
                 ha="right",
