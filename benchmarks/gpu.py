@@ -13,8 +13,10 @@ For batch sizes 1, 64, 1024 and 16384 the script then measures, in samples per s
   equals the grown network's synapse count, forward only / forward, cross-entropy, backward and an
   SGD step.
 
-Online learning (Hanami's own rule, batch 1) has no GPU kernel yet; ``cpu_online_learn`` is the
-CPU's rate while growing the network.
+``cpu_online_learn`` is the CPU's rate while growing the network. Then ``--online`` further
+samples are learned online (Hanami's rule, batch 1, growth included) by a copy on the CPU
+(``cpu_online_learn_more``) and a copy on the GPU (``gpu_online_learn_more``; the GPU's train
+step runs in one thread for now).
 
 Every timed loop is bracketed by ``torch.cuda.synchronize()``, after two untimed warm-up calls,
 and runs for at least ``--seconds`` (default 0.3 s). The data are synthetic (MNIST is not needed):
@@ -26,7 +28,7 @@ JSON written by ``--json``::
 
     {"device", "torch", "cuda", "machine", "grow_samples", "seconds",
      "templates": [{"name", "neurons", "synapses", "sections", "mlp_hidden", "mlp_parameters",
-                    "cpu_online_learn": samples/s,
+                    "cpu_online_learn", "cpu_online_learn_more", "gpu_online_learn_more": samples/s,
                     "batches": [{"batch", "hanami_gpu_infer", "hanami_gpu_gradient_train",
                                  "hanami_cpu_infer", "mlp_gpu_infer", "mlp_gpu_train"}, ...]}]}
 """
@@ -117,6 +119,23 @@ def bench_template(name: str, args) -> dict:
     print(f"{name}: {row['neurons']} neurons, {row['synapses']:,} synapses, {row['sections']:,} sections "
           f"(grown on the CPU from {args.grow} samples at {online:,.0f} samples/s); "
           f"MLP 784-{hidden}-10 with {row['mlp_parameters']:,} parameters", flush=True)
+    # Hanami's online learning (batch 1, growth included) of further samples, on the CPU and on
+    # the GPU (one GPU thread runs the portable train step; see docs/gpu.md)
+    more, more_labels = mnist_like(args.online, seed=1)
+    more_targets = nn.functional.one_hot(more_labels, 10).float()
+    learner = copy.deepcopy(cluster)
+    start = time.perf_counter()
+    learner.learn_many(more, more_targets)
+    row["cpu_online_learn_more"] = args.online / (time.perf_counter() - start)
+    learner = copy.deepcopy(gpu)
+    more_gpu, more_targets_gpu = more.cuda(), more_targets.cuda()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    learner.learn_many(more_gpu, more_targets_gpu)
+    torch.cuda.synchronize()
+    row["gpu_online_learn_more"] = args.online / (time.perf_counter() - start)
+    print(f"online learning of {args.online} more samples (batch 1): CPU {row['cpu_online_learn_more']:,.0f} "
+          f"samples/s, GPU {row['gpu_online_learn_more']:,.0f} samples/s", flush=True)
     print(f"{'batch':>6} {'GPU infer':>12} {'GPU grad-train':>15} {'CPU infer':>12} {'MLP infer':>12} "
           f"{'MLP train':>12}   [samples/s]", flush=True)
     layout, state, config, n_out = gpu._layout(), gpu._state(), gpu.config, gpu.n_outputs
@@ -171,6 +190,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grow", type=int, default=6000,
                         help="MNIST-like samples the networks learn on the CPU before the GPU runs (default 6000)")
+    parser.add_argument("--online", type=int, default=300,
+                        help="further samples learned online (batch 1) on the CPU and on the GPU (default 300)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024, 16384],
                         help="batch sizes (default 1 64 1024 16384)")
     parser.add_argument("--templates", nargs="+", choices=sorted(TEMPLATES), default=list(TEMPLATES),
@@ -182,8 +203,8 @@ def main() -> None:
         raise SystemExit("benchmarks/gpu.py needs a CUDA device (torch.cuda.is_available() is False)")
     if not torch._C._dispatch_has_kernel_for_dispatch_key("hanami::infer", "CUDA"):
         raise SystemExit("hanami_torch was built without CUDA kernels: rebuild with HANAMI_CUDA=1 (docs/gpu.md)")
-    if args.grow < 1 or any(b < 1 for b in args.batches) or args.seconds <= 0:
-        raise SystemExit("--grow and --batches must be >= 1 and --seconds > 0")
+    if args.grow < 1 or args.online < 1 or any(b < 1 for b in args.batches) or args.seconds <= 0:
+        raise SystemExit("--grow, --online and --batches must be >= 1 and --seconds > 0")
 
     device = torch.cuda.get_device_name()
     print(f"device: {device}; torch {torch.__version__} (CUDA {torch.version.cuda}), "
