@@ -86,29 +86,13 @@ def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
 
 def load(path: str | os.PathLike):
     """Reads a checkpoint written by :func:`save` and returns the cluster."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
     from . import ops
     from .cluster import HanamiCluster
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(f"{path} is not a readable safetensors file: {error}") from None
-    if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a hanami_torch cluster checkpoint (format {metadata.get('format')!r})")
-    version = metadata.get("format_version", "")
-    if not version.isdigit() or int(version) > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint format {version!r}; this hanami_torch ({__version__}) reads "
-            f"format <= {FORMAT_VERSION}: upgrade hanami_torch"
-        )
+    metadata, tensors = _read(path, FORMAT, FORMAT_VERSION, "cluster checkpoint")
     try:
         options = json.loads(metadata["options"])
         cluster = HanamiCluster(metadata["template"], **options)
@@ -205,36 +189,17 @@ def load_optimizer(optimizer: torch.optim.Optimizer, path: str | os.PathLike) ->
     wrote. ``path`` may be the optimizer file or the cluster checkpoint it belongs to. The
     optimizer must be of the same class and hold the same parameters (create it on the loaded
     cluster's parameters first)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
     path = Path(path)
-    if not path.name.endswith(".optimizer.safetensors") and not path.is_file():
-        raise FileNotFoundError(f"no optimizer state at {path}")
     if path.is_file() and not path.name.endswith(".optimizer.safetensors"):
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                is_cluster = (handle.metadata() or {}).get("format") == FORMAT
-        except (SafetensorError, OSError, ValueError):
+        try:  # the cluster checkpoint: its optimizer state lies beside it
+            is_cluster = _read(path, FORMAT, FORMAT_VERSION, "cluster checkpoint") is not None
+        except CheckpointError:
             is_cluster = False
         if is_cluster:
             path = optimizer_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no optimizer state at {path} (save it with hanami_torch.save(cluster, path, optimizer=...))")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(f"{path} is not a readable safetensors file: {error}") from None
-    if metadata.get("format") != OPTIMIZER_FORMAT:
-        raise CheckpointError(f"{path} is not a hanami_torch optimizer state (format {metadata.get('format')!r})")
-    version = metadata.get("format_version", "")
-    if not version.isdigit() or int(version) > OPTIMIZER_FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has optimizer format {version!r}; this hanami_torch ({__version__}) reads "
-            f"format <= {OPTIMIZER_FORMAT_VERSION}: upgrade hanami_torch"
-        )
+    metadata, tensors = _read(path, OPTIMIZER_FORMAT, OPTIMIZER_FORMAT_VERSION, "optimizer state")
     if metadata.get("sha256") != _optimizer_digest(tensors, metadata):
         raise CheckpointError(f"{path} is damaged: its contents do not match the checksum written with them")
     if metadata.get("optimizer") != type(optimizer).__name__:
@@ -265,6 +230,29 @@ def load_optimizer(optimizer: torch.optim.Optimizer, path: str | os.PathLike) ->
             f"{path} does not fit this optimizer ({error}); create it on the parameters of the "
             "cluster the state was saved with"
         ) from None
+
+
+def _read(path: Path, file_format: str, newest: int, what: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """Metadata and tensors of a safetensors file of ``file_format`` (version <= ``newest``), or
+    CheckpointError naming the problem."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {error}") from None
+    if metadata.get("format") != file_format:
+        raise CheckpointError(f"{path} is not a hanami_torch {what} (format {metadata.get('format')!r})")
+    version = metadata.get("format_version", "")
+    if not version.isdigit() or int(version) > newest:
+        raise CheckpointError(
+            f"{path} has {what} format {version!r}; this hanami_torch ({__version__}) reads "
+            f"format <= {newest}: upgrade hanami_torch"
+        )
+    return metadata, tensors
 
 
 def _plain(value, where: str):
