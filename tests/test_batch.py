@@ -14,24 +14,8 @@ import torch
 from hanami_torch import HanamiCluster, ops, templates
 from hanami_torch import cluster as cluster_module
 from hanami_torch.reference import ReferenceCluster, cluster_structure
+from networks import line_with
 
-LINE = """version: 1
-settings:
-    enable_reduction: {reduction}
-    neuron_cooldown: {cooldown}
-    refractory_time: {refractory}
-bricks:
-    1,1,1
-        input: pixels
-        number_of_neurons: 9
-    2,1,1
-        number_of_neurons: 70
-    3,1,1
-        number_of_neurons: 130
-    4,1,1
-        output: classes
-        number_of_neurons: 4
-"""
 
 #: option sets: (reduction, spiking, cluster keyword arguments)
 OPTIONS = {
@@ -47,12 +31,7 @@ OPTIONS = {
 
 def make(option: str, seed: int = 3, template: str | None = None) -> HanamiCluster:
     reduction, spiking, kwargs = OPTIONS[option]
-    text = template or LINE.format(
-        reduction="true" if reduction else "false",
-        cooldown="1.5" if spiking else "100000000000.0",
-        refractory=3 if spiking else 1,
-    )
-    return HanamiCluster(text, seed=seed, **kwargs)
+    return HanamiCluster(template or line_with(reduction, spiking), seed=seed, **kwargs)
 
 
 def samples(cluster, rows: int, seed: int):

@@ -11,25 +11,10 @@ import pytest
 import torch
 
 from hanami_torch import HanamiCluster, Template, TemplateError
+from networks import MULTI_IO
 
 #: Two input bricks and two output bricks (all addressed by name).
-MULTI = """version: 1
-bricks:
-    1,1,1
-        input: left
-        number_of_neurons: 5
-    1,1,2
-        input: right
-        number_of_neurons: 3
-    2,1,1
-        number_of_neurons: 65
-    2,1,2
-        output: first
-        number_of_neurons: 2
-    3,1,1
-        output: second
-        number_of_neurons: 3
-"""
+MULTI = MULTI_IO
 N_IN, N_OUT = 8, 5
 
 LINE = """version: 1

@@ -18,45 +18,12 @@ import torch
 
 from hanami_torch import HanamiCluster, ops, templates
 from hanami_torch.reference import cluster_structure
+from networks import MULTI_IO, line_with
 
 # opcheck needs the metadata rules of the op; they are train_'s
 torch.library.register_fake("hanami::train_portable_")(ops._train_fake)
 
-LINE = """version: 1
-settings:
-    enable_reduction: {reduction}
-    neuron_cooldown: {cooldown}
-    refractory_time: {refractory}
-bricks:
-    1,1,1
-        input: pixels
-        number_of_neurons: 9
-    2,1,1
-        number_of_neurons: 70
-    3,1,1
-        number_of_neurons: 130
-    4,1,1
-        output: classes
-        number_of_neurons: 4
-"""
 
-MULTI_IO = """version: 1
-bricks:
-    1,1,1
-        input: left
-        number_of_neurons: 5
-    1,1,2
-        input: right
-        number_of_neurons: 3
-    2,1,1
-        number_of_neurons: 65
-    2,1,2
-        output: first
-        number_of_neurons: 2
-    3,1,1
-        output: second
-        number_of_neurons: 3
-"""
 
 #: (reduction, spiking, cluster keyword arguments)
 OPTIONS = {
@@ -77,12 +44,7 @@ OPTIONS = {
 
 def make(option: str, seed: int = 3) -> HanamiCluster:
     reduction, spiking, kwargs = OPTIONS[option]
-    text = LINE.format(
-        reduction="true" if reduction else "false",
-        cooldown="1.5" if spiking else "100000000000.0",
-        refractory=3 if spiking else 1,
-    )
-    return HanamiCluster(text, seed=seed, **kwargs)
+    return HanamiCluster(line_with(reduction, spiking), seed=seed, **kwargs)
 
 
 def samples(n_inputs: int, n_outputs: int, rows: int, seed: int):

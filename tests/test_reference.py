@@ -6,47 +6,9 @@ import torch
 
 from hanami_torch import HanamiCluster
 from hanami_torch.reference import ReferenceCluster, cluster_structure
-
-LINE = """version: 1
-settings:
-    max_connection_distance: {distance}
-    enable_reduction: {reduction}
-    neuron_cooldown: {cooldown}
-    refractory_time: {refractory}
-bricks:
-    1,1,1
-        input: pixels
-        number_of_neurons: 9
-    2,1,1
-        number_of_neurons: 70
-    3,1,1
-        number_of_neurons: 130
-    4,1,1
-        output: classes
-        number_of_neurons: 4
-"""
-
-MULTI_IO = """version: 1
-bricks:
-    1,1,1
-        input: left
-        number_of_neurons: 5
-    1,1,2
-        input: right
-        number_of_neurons: 3
-    2,1,1
-        number_of_neurons: 65
-    2,1,2
-        output: first
-        number_of_neurons: 2
-    3,1,1
-        output: second
-        number_of_neurons: 3
-"""
+from networks import MULTI_IO, line
 
 
-def line(distance=1, reduction="false", cooldown="100000000000.0", refractory=1):
-    return LINE.format(distance=distance, reduction=reduction, cooldown=cooldown, refractory=refractory)
 
 
 def random_samples(cluster, steps, seed, ramp=False):

@@ -1,0 +1,53 @@
+"""Small networks the engine tests share: a line of bricks 9 -> 70 -> 130 -> 4, and a network with
+two input and two output bricks."""
+
+LINE = """version: 1
+settings:
+    max_connection_distance: {distance}
+    enable_reduction: {reduction}
+    neuron_cooldown: {cooldown}
+    refractory_time: {refractory}
+bricks:
+    1,1,1
+        input: pixels
+        number_of_neurons: 9
+    2,1,1
+        number_of_neurons: 70
+    3,1,1
+        number_of_neurons: 130
+    4,1,1
+        output: classes
+        number_of_neurons: 4
+"""
+
+MULTI_IO = """version: 1
+bricks:
+    1,1,1
+        input: left
+        number_of_neurons: 5
+    1,1,2
+        input: right
+        number_of_neurons: 3
+    2,1,1
+        number_of_neurons: 65
+    2,1,2
+        output: first
+        number_of_neurons: 2
+    3,1,1
+        output: second
+        number_of_neurons: 3
+"""
+
+
+def line(distance=1, reduction="false", cooldown="100000000000.0", refractory=1):
+    """The line of bricks with these settings (reduction as "true"/"false")."""
+    return LINE.format(distance=distance, reduction=reduction, cooldown=cooldown, refractory=refractory)
+
+
+def line_with(reduction: bool, spiking: bool) -> str:
+    """The line with reduction on or off, and spiking (cooldown 1.5, refractory 3) or not."""
+    return line(
+        reduction="true" if reduction else "false",
+        cooldown="1.5" if spiking else "100000000000.0",
+        refractory=3 if spiking else 1,
+    )
