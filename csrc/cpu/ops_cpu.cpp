@@ -15,25 +15,12 @@ void train_cpu(at::TensorList layout, at::TensorList state, const at::Tensor& co
                int64_t start, const at::Tensor& pending, int64_t batch_size) {
   ClusterView view = make_view(layout.vec(), state.vec());
   const Config cfg = make_config(config);
-  const int64_t n_in = io_width(view, kInput), n_out = io_width(view, kOutput);
-  TORCH_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", n_in, "]");
-  const int64_t count = inputs.size(0);
-  check_samples(inputs, at::kFloat, count, n_in, "inputs");
-  check_samples(targets, at::kFloat, count, n_out, "targets");
-  check_samples(outputs, at::kFloat, count, n_out, "outputs");
-  TORCH_CHECK(start >= 0 && start <= count, "hanami: start out of range");
-  TORCH_CHECK(batch_size >= 1, "hanami: batch_size must be at least 1, got ", batch_size);
-  check_tensor(pending, at::kFloat, "pending");
-  TORCH_CHECK(pending.dim() == 1 && (pending.numel() == 0 || pending.numel() == view.capacity),
-              "hanami: pending must be empty (online learning) or as large as the arena (",
-              view.capacity, " slots), got ", pending.sizes());
-  TORCH_CHECK(batch_size == 1 || pending.numel() > 0,
-              "hanami: batch_size > 1 needs a pending tensor as large as the arena");
-  view.syn_pending = ptr<float>(pending);
+  const TrainShape shape =
+      check_train_arguments(view, inputs, targets, outputs, start, pending, batch_size);
   Engine engine(view, cfg);
   view.counters[kProcessed] =
-      engine.train(inputs.data_ptr<float>(), n_in, targets.data_ptr<float>(), n_out,
-                   outputs.data_ptr<float>(), start, count, batch_size);
+      engine.train(inputs.data_ptr<float>(), shape.n_in, targets.data_ptr<float>(), shape.n_out,
+                   outputs.data_ptr<float>(), start, shape.count, batch_size);
 }
 
 void predict_cpu(at::TensorList layout, at::TensorList state, const at::Tensor& config,

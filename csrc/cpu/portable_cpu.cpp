@@ -47,25 +47,12 @@ void train_portable_cpu(at::TensorList layout, at::TensorList state, const at::T
   const Config cfg = make_config(config);
   TORCH_CHECK(!cfg.compat, "hanami: the portable train step has no compat mode (compat mode learns "
               "with the CPU engine only)");
-  const int64_t n_in = io_width(view, kInput), n_out = io_width(view, kOutput);
-  TORCH_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", n_in, "]");
-  const int64_t count = inputs.size(0);
-  check_samples(inputs, at::kFloat, count, n_in, "inputs");
-  check_samples(targets, at::kFloat, count, n_out, "targets");
-  check_samples(outputs, at::kFloat, count, n_out, "outputs");
-  TORCH_CHECK(start >= 0 && start <= count, "hanami: start out of range");
-  TORCH_CHECK(batch_size >= 1, "hanami: batch_size must be at least 1, got ", batch_size);
-  check_tensor(pending, at::kFloat, "pending");
-  TORCH_CHECK(pending.dim() == 1 && (pending.numel() == 0 || pending.numel() == view.capacity),
-              "hanami: pending must be empty (online learning) or as large as the arena (",
-              view.capacity, " slots), got ", pending.sizes());
-  TORCH_CHECK(batch_size == 1 || pending.numel() > 0,
-              "hanami: batch_size > 1 needs a pending tensor as large as the arena");
+  const TrainShape shape =
+      check_train_arguments(view, inputs, targets, outputs, start, pending, batch_size);
   TORCH_CHECK(view.syn_counter != nullptr || !cfg.reduction,
               "hanami: reduction needs syn_counter as large as the arena");
   TORCH_CHECK(view.syn_accum != nullptr || !cfg.adagrad,
               "hanami: the Adagrad optimizer needs syn_accum as large as the arena");
-  view.syn_pending = ptr<float>(pending);
   const portable::TrainNet net = portable_net(view);
   const portable::TrainConfig step_config = portable::config_from(config.data_ptr<double>());
   at::Tensor scratch = at::empty(
@@ -74,8 +61,9 @@ void train_portable_cpu(at::TensorList layout, at::TensorList state, const at::T
   portable::Scratch sc = portable::carve_scratch(scratch.data_ptr(), view.n_neurons, view.n_blocks,
                                                  view.n_bricks, view.capacity);
   view.counters[kProcessed] =
-      portable::train(net, step_config, sc, inputs.data_ptr<float>(), n_in, targets.data_ptr<float>(),
-                      n_out, outputs.data_ptr<float>(), start, count, batch_size);
+      portable::train(net, step_config, sc, inputs.data_ptr<float>(), shape.n_in,
+                      targets.data_ptr<float>(), shape.n_out, outputs.data_ptr<float>(), start,
+                      shape.count, batch_size);
 }
 
 }  // namespace

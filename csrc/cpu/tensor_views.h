@@ -124,4 +124,31 @@ inline int64_t io_width(const ClusterView& v, int kind) {
   return n;
 }
 
+// The checks train_ and its portable twin make on their sample arguments; sets view.syn_pending.
+struct TrainShape {
+  int64_t n_in, n_out, count;
+};
+
+inline TrainShape check_train_arguments(ClusterView& view, const at::Tensor& inputs,
+                                        const at::Tensor& targets, const at::Tensor& outputs,
+                                        int64_t start, const at::Tensor& pending,
+                                        int64_t batch_size) {
+  const int64_t n_in = io_width(view, kInput), n_out = io_width(view, kOutput);
+  TORCH_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", n_in, "]");
+  const int64_t count = inputs.size(0);
+  check_samples(inputs, at::kFloat, count, n_in, "inputs");
+  check_samples(targets, at::kFloat, count, n_out, "targets");
+  check_samples(outputs, at::kFloat, count, n_out, "outputs");
+  TORCH_CHECK(start >= 0 && start <= count, "hanami: start out of range");
+  TORCH_CHECK(batch_size >= 1, "hanami: batch_size must be at least 1, got ", batch_size);
+  check_tensor(pending, at::kFloat, "pending");
+  TORCH_CHECK(pending.dim() == 1 && (pending.numel() == 0 || pending.numel() == view.capacity),
+              "hanami: pending must be empty (online learning) or as large as the arena (",
+              view.capacity, " slots), got ", pending.sizes());
+  TORCH_CHECK(batch_size == 1 || pending.numel() > 0,
+              "hanami: batch_size > 1 needs a pending tensor as large as the arena");
+  view.syn_pending = ptr<float>(pending);
+  return {n_in, n_out, count};
+}
+
 }  // namespace hanami
