@@ -1,5 +1,7 @@
-"""Small networks the engine tests share: a line of bricks 9 -> 70 -> 130 -> 4, and a network with
-two input and two output bricks."""
+"""Small networks the engine tests share: a line of bricks 9 -> 70 -> 130 -> 4, a network with two
+input and two output bricks, and option sets over the TABLE template."""
+
+from hanami_torch import templates
 
 LINE = """version: 1
 settings:
@@ -51,3 +53,17 @@ def line_with(reduction: bool, spiking: bool) -> str:
         cooldown="1.5" if spiking else "100000000000.0",
         refractory=3 if spiking else 1,
     )
+
+
+SPIKING_WITH_REDUCTION = (
+    templates.TABLE.replace("neuron_cooldown: 100000000000.0", "neuron_cooldown: 1.5")
+    .replace("refractory_time: 1", "refractory_time: 5")
+    .replace("enable_reduction: false", "enable_reduction: true")
+)
+
+#: templates.TABLE (25 inputs, 5 outputs) with the main combinations of options: (template, options)
+TABLE_CONFIGS = {
+    "default": (templates.TABLE, {}),
+    "compat": (templates.TABLE, {"compat": True}),  # sec_conn is in use
+    "adagrad-spiking-reduction": (SPIKING_WITH_REDUCTION, {"optimizer": "adagrad", "input_fan_in": 4}),
+}

@@ -9,19 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hanami_torch import HanamiCluster, ops, templates
+from hanami_torch import HanamiCluster, ops
+from networks import TABLE_CONFIGS
 
-SPIKING_WITH_REDUCTION = (
-    templates.TABLE.replace("neuron_cooldown: 100000000000.0", "neuron_cooldown: 1.5")
-    .replace("refractory_time: 1", "refractory_time: 5")
-    .replace("enable_reduction: false", "enable_reduction: true")
-)
-
-CONFIGS = {
-    "default": (templates.TABLE, {}),
-    "compat": (templates.TABLE, {"compat": True}),
-    "adagrad-spiking-reduction": (SPIKING_WITH_REDUCTION, {"optimizer": "adagrad", "input_fan_in": 4}),
-}
+CONFIGS = TABLE_CONFIGS
 
 
 def samples(rows: int, seed: int, scale: float = 100.0):

@@ -16,21 +16,12 @@ import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from hanami_torch import HanamiCluster, ops, templates
+from hanami_torch import HanamiCluster, ops
+from networks import TABLE_CONFIGS
 
 UTILS = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
 
-SPIKING_WITH_REDUCTION = (
-    templates.TABLE.replace("neuron_cooldown: 100000000000.0", "neuron_cooldown: 1.5")
-    .replace("refractory_time: 1", "refractory_time: 5")
-    .replace("enable_reduction: false", "enable_reduction: true")
-)
-
-CONFIGS = {
-    "default": (templates.TABLE, {}),
-    "compat": (templates.TABLE, {"compat": True}),  # sec_conn is in use
-    "adagrad-spiking-reduction": (SPIKING_WITH_REDUCTION, {"optimizer": "adagrad", "input_fan_in": 4}),
-}
+CONFIGS = TABLE_CONFIGS
 
 
 def samples(rows: int, seed: int):

@@ -32,6 +32,37 @@ void check_tensor(const at::Tensor& t, at::ScalarType dtype, const char* name, c
   TORCH_CHECK(t.is_contiguous(), "hanami: ", name, " must be contiguous");
 }
 
+// Checks the brick table and the network-check flags (copied to the host together, the flags
+// after the table) and returns the input and output widths.
+void check_brick_table(const int32_t* h, int n_bricks, int64_t n_neurons, int n_blocks, int64_t* n_in,
+                       int64_t* n_out) {
+  *n_in = 0;
+  *n_out = 0;
+  const int32_t flag = h[n_bricks * 5];
+  TORCH_CHECK(!(flag & cuda::kBadBlock), "hanami: sec_block holds an invalid block; the network state is corrupted");
+  TORCH_CHECK(!(flag & cuda::kBadBlockInfo), "hanami: block_info is inconsistent; the network layout is corrupted");
+  TORCH_CHECK(!(flag & cuda::kBadRange),
+              "hanami: a section lies outside the synapse arena; the network state is corrupted");
+  int64_t next = 0, blocks = 0;
+  for (int b = 0; b < n_bricks; ++b) {
+    const int32_t* info = h + b * 5;
+    TORCH_CHECK(info[0] == next && info[1] >= 0 && info[2] >= kHidden && info[2] <= kOutput && info[4] == blocks,
+                "hanami: brick_info row ", b, " is inconsistent; the network layout is corrupted");
+    next += info[1];
+    blocks += (info[1] + kNeuronsPerBlock - 1) / kNeuronsPerBlock;
+    if (info[2] == kInput) *n_in += info[1];
+    if (info[2] == kOutput) *n_out += info[1];
+  }
+  TORCH_CHECK(next == n_neurons && blocks == n_blocks,
+              "hanami: brick_info does not describe the network's neurons and blocks");
+  for (int b = 0; b < n_bricks; ++b) {
+    const int32_t* info = h + b * 5;
+    const int64_t width = info[2] == kInput ? *n_in : info[2] == kOutput ? *n_out : 0;
+    TORCH_CHECK(info[2] == kHidden || (info[3] >= 0 && info[3] + int64_t(info[1]) <= width),
+                "hanami: brick_info row ", b, " has an input/output offset out of range");
+  }
+}
+
 // The checked network and its plan; the tensors keep the plan's device memory alive.
 struct Plan {
   cuda::Network net;
@@ -92,29 +123,7 @@ Plan make_plan(at::TensorList layout, at::TensorList state, const at::Tensor& co
   // the only copy to the host: the brick table and the plan's error flags, together
   const at::Tensor host = at::cat({brick_info.reshape({-1}), flags}).cpu();
   const int32_t* h = host.data_ptr<int32_t>();
-  const int32_t flag = h[n_bricks * 5];
-  TORCH_CHECK(!(flag & cuda::kBadBlock), "hanami: sec_block holds an invalid block; the network state is corrupted");
-  TORCH_CHECK(!(flag & cuda::kBadBlockInfo), "hanami: block_info is inconsistent; the network layout is corrupted");
-  TORCH_CHECK(!(flag & cuda::kBadRange),
-              "hanami: a section lies outside the synapse arena; the network state is corrupted");
-  int64_t next = 0, blocks = 0;
-  for (int b = 0; b < n_bricks; ++b) {
-    const int32_t* info = h + b * 5;
-    TORCH_CHECK(info[0] == next && info[1] >= 0 && info[2] >= kHidden && info[2] <= kOutput && info[4] == blocks,
-                "hanami: brick_info row ", b, " is inconsistent; the network layout is corrupted");
-    next += info[1];
-    blocks += (info[1] + kNeuronsPerBlock - 1) / kNeuronsPerBlock;
-    if (info[2] == kInput) plan.n_in += info[1];
-    if (info[2] == kOutput) plan.n_out += info[1];
-  }
-  TORCH_CHECK(next == n_neurons && blocks == n_blocks,
-              "hanami: brick_info does not describe the network's neurons and blocks");
-  for (int b = 0; b < n_bricks; ++b) {
-    const int32_t* info = h + b * 5;
-    const int64_t width = info[2] == kInput ? plan.n_in : info[2] == kOutput ? plan.n_out : 0;
-    TORCH_CHECK(info[2] == kHidden || (info[3] >= 0 && info[3] + int64_t(info[1]) <= width),
-                "hanami: brick_info row ", b, " has an input/output offset out of range");
-  }
+  check_brick_table(h, n_bricks, n_neurons, n_blocks, &plan.n_in, &plan.n_out);
 
   plan.net.n_neurons = int(n_neurons);
   check_arguments(plan);
@@ -290,29 +299,7 @@ Learning learning_view(at::TensorList layout, at::TensorList state, const at::Te
   const at::Tensor host = at::cat({brick_info.reshape({-1}), learning.flags}).cpu();
   const int32_t* h = host.data_ptr<int32_t>();
   const double* c = host_config.data_ptr<double>();
-  const int32_t flag = h[n_bricks * 5];
-  TORCH_CHECK(!(flag & cuda::kBadBlock), "hanami: sec_block holds an invalid block; the network state is corrupted");
-  TORCH_CHECK(!(flag & cuda::kBadBlockInfo), "hanami: block_info is inconsistent; the network layout is corrupted");
-  TORCH_CHECK(!(flag & cuda::kBadRange),
-              "hanami: a section lies outside the synapse arena; the network state is corrupted");
-  int64_t next = 0, blocks = 0;
-  for (int b = 0; b < n_bricks; ++b) {
-    const int32_t* info = h + b * 5;
-    TORCH_CHECK(info[0] == next && info[1] >= 0 && info[2] >= kHidden && info[2] <= kOutput && info[4] == blocks,
-                "hanami: brick_info row ", b, " is inconsistent; the network layout is corrupted");
-    next += info[1];
-    blocks += (info[1] + kNeuronsPerBlock - 1) / kNeuronsPerBlock;
-    if (info[2] == kInput) learning.n_in += info[1];
-    if (info[2] == kOutput) learning.n_out += info[1];
-  }
-  TORCH_CHECK(next == n_neurons && blocks == n_blocks,
-              "hanami: brick_info does not describe the network's neurons and blocks");
-  for (int b = 0; b < n_bricks; ++b) {
-    const int32_t* info = h + b * 5;
-    const int64_t width = info[2] == kInput ? learning.n_in : info[2] == kOutput ? learning.n_out : 0;
-    TORCH_CHECK(info[2] == kHidden || (info[3] >= 0 && info[3] + int64_t(info[1]) <= width),
-                "hanami: brick_info row ", b, " has an input/output offset out of range");
-  }
+  check_brick_table(h, n_bricks, n_neurons, n_blocks, &learning.n_in, &learning.n_out);
   learning.compat = c[kCompat] != 0.0;
   TORCH_CHECK(c[kReduction] == 0.0 || state[kSynCounter].numel() == capacity,
               "hanami: reduction needs syn_counter as large as the arena");
