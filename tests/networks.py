@@ -41,6 +41,22 @@ bricks:
 """
 
 
+DIRECT = """version: 1
+bricks:
+    1,1,1
+        input: x
+        number_of_neurons: {inputs}
+    2,1,1
+        output: y
+        number_of_neurons: {outputs}
+"""
+
+
+def direct(inputs: int, outputs: int) -> str:
+    """An input brick wired straight to an output brick (no hidden neurons)."""
+    return DIRECT.format(inputs=inputs, outputs=outputs)
+
+
 def line(distance=1, reduction="false", cooldown="100000000000.0", refractory=1):
     """The line of bricks with these settings (reduction as "true"/"false")."""
     return LINE.format(distance=distance, reduction=reduction, cooldown=cooldown, refractory=refractory)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hanami_torch import HanamiCluster, ops
-from networks import TABLE_CONFIGS
+from networks import TABLE_CONFIGS, direct
 
 CONFIGS = TABLE_CONFIGS
 
@@ -69,27 +69,13 @@ def test_infer_uses_the_given_weights(cluster):
     assert torch.equal(zero, torch.zeros_like(zero))
 
 
-DIRECT = """version: 1
-settings:
-    neuron_cooldown: 100000000000.0
-    refractory_time: 1
-    max_connection_distance: 1
-    enable_reduction: false
-bricks:
-    1,1,1
-        input: x
-        number_of_neurons: 12
-    2,1,1
-        output: y
-        number_of_neurons: 4
-"""
 
 
 def test_gradcheck_without_hidden_bricks():
     """Inputs wired straight to outputs: the outputs are smooth functions of the weights (sigmoids
     of sums of weights times fixed fractions), so torch.autograd.gradcheck applies as is. (In the
     inputs they have kinks at the slot borders: see the next test.)"""
-    cluster = HanamiCluster(DIRECT, seed=1, input_fan_in=2)
+    cluster = HanamiCluster(direct(12, 4), seed=1, input_fan_in=2)
     g = torch.Generator().manual_seed(0)
     cluster.learn_many(torch.rand(200, 12, generator=g) * 10, torch.rand(200, 4, generator=g))
     layout, state, config = cluster._layout(), cluster._state(), cluster.config

@@ -11,21 +11,10 @@ import torch
 import hanami_torch
 from hanami_torch import CheckpointError, HanamiCluster
 from hanami_torch.checkpoint import optimizer_path
+from networks import direct
 
-TEMPLATE = """version: 1
-settings:
-    neuron_cooldown: 100000000000.0
-    refractory_time: 1
-    max_connection_distance: 1
-    enable_reduction: false
-bricks:
-    1,1,1
-        input: x
-        number_of_neurons: 12
-    2,1,1
-        output: y
-        number_of_neurons: 3
-"""
+TEMPLATE = direct(12, 3)
+
 
 
 def batches(seed: int, n: int = 6):
