@@ -9,6 +9,7 @@ and enlarges the synapse arena when an op reports that it is full.
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import Mapping, NamedTuple
 
 import numpy as np
@@ -29,6 +30,8 @@ ADAGRAD_BYTES = 4
 #: bytes of the per-section table, for every possible section (8 per neuron)
 SECTION_BYTES = 4 + 4 + 1 + 4 + 1 + 1  # block, offset, has_next, start, len, cap
 INITIAL_ARENA_SLOTS = 1 << 14
+#: step size of Hanami's learning rule (spec §5.4)
+HANAMI_LEARNING_RATE = 0.05
 #: the largest seed the float64 config vector carries exactly
 MAX_SEED = 2**53 - 1
 
@@ -126,7 +129,7 @@ class HanamiCluster(nn.Module):
         *,
         seed: int = 0,
         compat: bool = False,
-        learning_rate: float = 0.05,
+        learning_rate: float = HANAMI_LEARNING_RATE,
         init_scale: float = 0.2,
         optimizer: str = "sgd",
         input_fan_in: int = 1,
@@ -169,6 +172,12 @@ class HanamiCluster(nn.Module):
                     "learning_rule='gradient' does not support enable_reduction: reduction deletes "
                     "synapses and moves the rest of their section, which would detach optimizer "
                     "state from its synapse; set enable_reduction: false in the template"
+                )
+            if float(learning_rate) != HANAMI_LEARNING_RATE:
+                warnings.warn(
+                    f"learning_rate={learning_rate} has no effect with learning_rule='gradient': it is "
+                    "the step of Hanami's rule; set the learning rate of your torch optimizer instead",
+                    stacklevel=2,
                 )
         if not 1 <= settings.refractory_time <= 255:
             raise ValueError(

@@ -4,6 +4,7 @@ forward grows the network in training mode, and synapses never move in the arena
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -351,3 +352,13 @@ REDUCTION = SMALL.replace("version: 1\n", "version: 1\nsettings:\n    enable_red
 def test_constructor_refuses(kwargs, template, message):
     with pytest.raises(ValueError, match=message):
         HanamiCluster(template, **kwargs)
+
+
+def test_hanami_learning_rate_with_the_gradient_rule_warns():
+    """learning_rate is the step of Hanami's rule: with the gradient rule it would be silently
+    ignored, so the constructor says so."""
+    with pytest.warns(UserWarning, match="has no effect with learning_rule='gradient'"):
+        HanamiCluster(templates.TABLE, learning_rule="gradient", learning_rate=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        HanamiCluster(templates.TABLE, learning_rule="gradient")  # the default: no warning
