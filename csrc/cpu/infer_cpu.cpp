@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "../check.h"
 #include "../cluster_state.h"
 #include "../rules.h"
 #include "engine.h"
@@ -51,7 +52,7 @@ Structure gather_structure(const ClusterView& v, bool compat) {
   std::vector<int32_t> count(v.n_blocks + 1, 0);
   for (int64_t s = 0; s < n_sections; ++s) {
     const int32_t g = v.sec_block[s];
-    TORCH_CHECK(g == kNoSection || g == kPendingSection || (g >= 0 && g < v.n_blocks),
+    HANAMI_CHECK(g == kNoSection || g == kPendingSection || (g >= 0 && g < v.n_blocks),
                 "hanami: sec_block holds an invalid block; the network state is corrupted");
     if (g >= 0) ++count[g + 1];
   }
@@ -67,7 +68,7 @@ Structure gather_structure(const ClusterView& v, bool compat) {
                 [&](int32_t a, int32_t b) { return v.sec_conn[a] < v.sec_conn[b]; });
   for (int64_t s : st.sections) {
     const int64_t end = int64_t(v.sec_start[s]) + v.sec_len[s];
-    TORCH_CHECK(v.sec_start[s] >= 0 && end <= v.capacity,
+    HANAMI_CHECK(v.sec_start[s] >= 0 && end <= v.capacity,
                 "hanami: a section lies outside the synapse arena; the network state is corrupted");
   }
   return st;
@@ -243,7 +244,7 @@ void backward_sample(const ClusterView& v, const Structure& st, const float* wei
 
 void check_weights(const ClusterView& v, const at::Tensor& weights) {
   check_tensor(weights, at::kFloat, "weights");
-  TORCH_CHECK(weights.dim() == 1 && weights.numel() == v.capacity,
+  HANAMI_CHECK(weights.dim() == 1 && weights.numel() == v.capacity,
               "hanami: weights must be a float32 vector as large as the synapse arena (",
               v.capacity, "), got ", weights.sizes());
 }
@@ -254,9 +255,9 @@ std::tuple<at::Tensor, at::Tensor> infer_cpu(at::TensorList layout, at::TensorLi
   const ClusterView view = make_view(layout.vec(), state.vec());
   const Config cfg = make_config(config);
   const int64_t n_in = io_width(view, kInput), n_out = io_width(view, kOutput);
-  TORCH_CHECK(n_outputs == n_out, "hanami: n_outputs is ", n_outputs, " but the output bricks have ",
+  HANAMI_CHECK(n_outputs == n_out, "hanami: n_outputs is ", n_outputs, " but the output bricks have ",
               n_out, " neurons");
-  TORCH_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", n_in, "]");
+  HANAMI_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", n_in, "]");
   const int64_t count = inputs.size(0);
   check_samples(inputs, at::kFloat, count, n_in, "inputs");
   check_weights(view, weights);
@@ -285,7 +286,7 @@ std::tuple<at::Tensor, at::Tensor> infer_backward_cpu(
   const ClusterView view = make_view(layout.vec(), state.vec());
   const Config cfg = make_config(config);
   const int64_t n_in = io_width(view, kInput), n_out = io_width(view, kOutput);
-  TORCH_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", n_in, "]");
+  HANAMI_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", n_in, "]");
   const int64_t count = inputs.size(0);
   check_samples(inputs, at::kFloat, count, n_in, "inputs");
   check_samples(potentials, at::kFloat, count, view.n_neurons, "potentials");

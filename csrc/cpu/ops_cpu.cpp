@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "../check.h"
 #include "../cluster_state.h"
 #include "engine.h"
 #include "tensor_views.h"
@@ -28,7 +29,7 @@ void predict_cpu(at::TensorList layout, at::TensorList state, const at::Tensor& 
   const ClusterView view = make_view(layout.vec(), state.vec());
   const Config cfg = make_config(config);
   const int64_t n_in = io_width(view, kInput), n_out = io_width(view, kOutput);
-  TORCH_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", n_in, "]");
+  HANAMI_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", n_in, "]");
   const int64_t count = inputs.size(0);
   check_samples(inputs, at::kFloat, count, n_in, "inputs");
   check_samples(outputs, at::kFloat, count, n_out, "outputs");
@@ -38,7 +39,7 @@ void predict_cpu(at::TensorList layout, at::TensorList state, const at::Tensor& 
 
 void compact_cpu(at::TensorList layout, at::TensorList state, const at::Tensor& config,
                  int64_t slack) {
-  TORCH_CHECK(slack >= 1 && slack <= 63, "hanami: slack must be in 1..63");
+  HANAMI_CHECK(slack >= 1 && slack <= 63, "hanami: slack must be in 1..63");
   const ClusterView view = make_view(layout.vec(), state.vec());
   Engine engine(view, make_config(config));
   view.counters[kProcessed] = engine.compact(int(slack)) ? 1 : 0;

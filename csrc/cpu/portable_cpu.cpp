@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include "../check.h"
 #include "../cluster_state.h"
 #include "../portable/train_step.h"
 #include "tensor_views.h"
@@ -45,13 +46,13 @@ void train_portable_cpu(at::TensorList layout, at::TensorList state, const at::T
                         int64_t start, const at::Tensor& pending, int64_t batch_size) {
   ClusterView view = make_view(layout.vec(), state.vec());
   const Config cfg = make_config(config);
-  TORCH_CHECK(!cfg.compat, "hanami: the portable train step has no compat mode (compat mode learns "
+  HANAMI_CHECK(!cfg.compat, "hanami: the portable train step has no compat mode (compat mode learns "
               "with the CPU engine only)");
   const TrainShape shape =
       check_train_arguments(view, inputs, targets, outputs, start, pending, batch_size);
-  TORCH_CHECK(view.syn_counter != nullptr || !cfg.reduction,
+  HANAMI_CHECK(view.syn_counter != nullptr || !cfg.reduction,
               "hanami: reduction needs syn_counter as large as the arena");
-  TORCH_CHECK(view.syn_accum != nullptr || !cfg.adagrad,
+  HANAMI_CHECK(view.syn_accum != nullptr || !cfg.adagrad,
               "hanami: the Adagrad optimizer needs syn_accum as large as the arena");
   const portable::TrainNet net = portable_net(view);
   const portable::TrainConfig step_config = portable::config_from(config.data_ptr<double>());

@@ -7,16 +7,17 @@
 #include <algorithm>
 #include <vector>
 
+#include "../check.h"
 #include "../cluster_state.h"
 #include "engine.h"
 
 namespace hanami {
 
 inline void check_tensor(const at::Tensor& t, at::ScalarType dtype, const char* name) {
-  TORCH_CHECK(t.device().is_cpu(), "hanami: ", name, " must be on the CPU, got ", t.device());
-  TORCH_CHECK(t.scalar_type() == dtype, "hanami: ", name, " must be ", dtype, ", got ",
+  HANAMI_CHECK(t.device().is_cpu(), "hanami: ", name, " must be on the CPU, got ", t.device());
+  HANAMI_CHECK(t.scalar_type() == dtype, "hanami: ", name, " must be ", dtype, ", got ",
               t.scalar_type());
-  TORCH_CHECK(t.is_contiguous(), "hanami: ", name, " must be contiguous");
+  HANAMI_CHECK(t.is_contiguous(), "hanami: ", name, " must be contiguous");
 }
 
 template <typename T>
@@ -25,9 +26,9 @@ inline T* ptr(const at::Tensor& t) {
 }
 
 inline ClusterView make_view(const std::vector<at::Tensor>& layout, const std::vector<at::Tensor>& state) {
-  TORCH_CHECK(int(layout.size()) == kLayoutSize, "hanami: expected ", int(kLayoutSize),
+  HANAMI_CHECK(int(layout.size()) == kLayoutSize, "hanami: expected ", int(kLayoutSize),
               " layout tensors, got ", layout.size());
-  TORCH_CHECK(int(state.size()) == kStateSize, "hanami: expected ", int(kStateSize),
+  HANAMI_CHECK(int(state.size()) == kStateSize, "hanami: expected ", int(kStateSize),
               " state tensors, got ", state.size());
   check_tensor(layout[kBrickInfo], at::kInt, "brick_info");
   check_tensor(layout[kBrickTargets], at::kInt, "brick_targets");
@@ -48,21 +49,21 @@ inline ClusterView make_view(const std::vector<at::Tensor>& layout, const std::v
   v.n_blocks = int(layout[kBlockInfo].size(0));
   v.n_neurons = int(state[kPotential].numel());
   const int64_t n_sections = int64_t(v.n_neurons) * kSectionsPerNeuron;
-  TORCH_CHECK(layout[kBrickTargets].numel() == int64_t(v.n_bricks) * kTargetBricks,
+  HANAMI_CHECK(layout[kBrickTargets].numel() == int64_t(v.n_bricks) * kTargetBricks,
               "hanami: brick_targets must be [bricks, 64]");
   for (int i : {kActive, kRefractory, kRequest})
-    TORCH_CHECK(state[i].numel() == v.n_neurons, "hanami: ", names[i], " must have one entry per neuron");
+    HANAMI_CHECK(state[i].numel() == v.n_neurons, "hanami: ", names[i], " must have one entry per neuron");
   for (int i : {kSecBlock, kSecOffset, kSecHasNext, kSecStart, kSecLen, kSecCap})
-    TORCH_CHECK(state[i].numel() == n_sections, "hanami: ", names[i],
+    HANAMI_CHECK(state[i].numel() == n_sections, "hanami: ", names[i],
                 " must have 8 entries per neuron");
   v.capacity = state[kSynWeight].numel();
   for (int i : {kSynUpper, kSynTarget})
-    TORCH_CHECK(state[i].numel() == v.capacity, "hanami: synapse arena tensors differ in size");
-  TORCH_CHECK(state[kSynCounter].numel() == 0 || state[kSynCounter].numel() == v.capacity,
+    HANAMI_CHECK(state[i].numel() == v.capacity, "hanami: synapse arena tensors differ in size");
+  HANAMI_CHECK(state[kSynCounter].numel() == 0 || state[kSynCounter].numel() == v.capacity,
               "hanami: syn_counter must be empty or as large as the arena");
-  TORCH_CHECK(state[kSynAccum].numel() == 0 || state[kSynAccum].numel() == v.capacity,
+  HANAMI_CHECK(state[kSynAccum].numel() == 0 || state[kSynAccum].numel() == v.capacity,
               "hanami: syn_accum must be empty or as large as the arena");
-  TORCH_CHECK(state[kCounters].numel() >= kCountersSize, "hanami: counters too short");
+  HANAMI_CHECK(state[kCounters].numel() >= kCountersSize, "hanami: counters too short");
 
   v.brick_info = ptr<int32_t>(layout[kBrickInfo]);
   v.brick_targets = ptr<int32_t>(layout[kBrickTargets]);
@@ -90,7 +91,7 @@ inline ClusterView make_view(const std::vector<at::Tensor>& layout, const std::v
 
 inline Config make_config(const at::Tensor& config) {
   check_tensor(config, at::kDouble, "config");
-  TORCH_CHECK(config.numel() >= kConfigSize, "hanami: config too short");
+  HANAMI_CHECK(config.numel() >= kConfigSize, "hanami: config too short");
   const double* c = config.data_ptr<double>();
   Config cfg;
   cfg.seed = uint64_t(c[kSeed]);
@@ -113,7 +114,7 @@ inline Config make_config(const at::Tensor& config) {
 inline void check_samples(const at::Tensor& t, at::ScalarType dtype, int64_t rows, int64_t cols,
                    const char* name) {
   check_tensor(t, dtype, name);
-  TORCH_CHECK(t.dim() == 2 && t.size(0) == rows && t.size(1) == cols, "hanami: ", name,
+  HANAMI_CHECK(t.dim() == 2 && t.size(0) == rows && t.size(1) == cols, "hanami: ", name,
               " must be [", rows, ", ", cols, "], got ", t.sizes());
 }
 
@@ -134,18 +135,18 @@ inline TrainShape check_train_arguments(ClusterView& view, const at::Tensor& inp
                                         int64_t start, const at::Tensor& pending,
                                         int64_t batch_size) {
   const int64_t n_in = io_width(view, kInput), n_out = io_width(view, kOutput);
-  TORCH_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", n_in, "]");
+  HANAMI_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", n_in, "]");
   const int64_t count = inputs.size(0);
   check_samples(inputs, at::kFloat, count, n_in, "inputs");
   check_samples(targets, at::kFloat, count, n_out, "targets");
   check_samples(outputs, at::kFloat, count, n_out, "outputs");
-  TORCH_CHECK(start >= 0 && start <= count, "hanami: start out of range");
-  TORCH_CHECK(batch_size >= 1, "hanami: batch_size must be at least 1, got ", batch_size);
+  HANAMI_CHECK(start >= 0 && start <= count, "hanami: start out of range");
+  HANAMI_CHECK(batch_size >= 1, "hanami: batch_size must be at least 1, got ", batch_size);
   check_tensor(pending, at::kFloat, "pending");
-  TORCH_CHECK(pending.dim() == 1 && (pending.numel() == 0 || pending.numel() == view.capacity),
+  HANAMI_CHECK(pending.dim() == 1 && (pending.numel() == 0 || pending.numel() == view.capacity),
               "hanami: pending must be empty (online learning) or as large as the arena (",
               view.capacity, " slots), got ", pending.sizes());
-  TORCH_CHECK(batch_size == 1 || pending.numel() > 0,
+  HANAMI_CHECK(batch_size == 1 || pending.numel() > 0,
               "hanami: batch_size > 1 needs a pending tensor as large as the arena");
   view.syn_pending = ptr<float>(pending);
   return {n_in, n_out, count};

@@ -17,6 +17,7 @@
 #include <functional>
 #include <tuple>
 
+#include "../check.h"
 #include "../cluster_state.h"
 #include "../rules.h"
 #include "kernels.cuh"
@@ -26,10 +27,10 @@ namespace hanami {
 namespace {
 
 void check_tensor(const at::Tensor& t, at::ScalarType dtype, const char* name, const c10::Device& device) {
-  TORCH_CHECK(t.device() == device, "hanami: ", name, " is on ", t.device(), " but the inputs are on ",
+  HANAMI_CHECK(t.device() == device, "hanami: ", name, " is on ", t.device(), " but the inputs are on ",
               device, "; keep the cluster and its inputs on one device (cluster.to(\"", device, "\"))");
-  TORCH_CHECK(t.scalar_type() == dtype, "hanami: ", name, " must be ", dtype, ", got ", t.scalar_type());
-  TORCH_CHECK(t.is_contiguous(), "hanami: ", name, " must be contiguous");
+  HANAMI_CHECK(t.scalar_type() == dtype, "hanami: ", name, " must be ", dtype, ", got ", t.scalar_type());
+  HANAMI_CHECK(t.is_contiguous(), "hanami: ", name, " must be contiguous");
 }
 
 // Checks the brick table and the network-check flags (copied to the host together, the flags
@@ -39,26 +40,26 @@ void check_brick_table(const int32_t* h, int n_bricks, int64_t n_neurons, int n_
   *n_in = 0;
   *n_out = 0;
   const int32_t flag = h[n_bricks * 5];
-  TORCH_CHECK(!(flag & cuda::kBadBlock), "hanami: sec_block holds an invalid block; the network state is corrupted");
-  TORCH_CHECK(!(flag & cuda::kBadBlockInfo), "hanami: block_info is inconsistent; the network layout is corrupted");
-  TORCH_CHECK(!(flag & cuda::kBadRange),
+  HANAMI_CHECK(!(flag & cuda::kBadBlock), "hanami: sec_block holds an invalid block; the network state is corrupted");
+  HANAMI_CHECK(!(flag & cuda::kBadBlockInfo), "hanami: block_info is inconsistent; the network layout is corrupted");
+  HANAMI_CHECK(!(flag & cuda::kBadRange),
               "hanami: a section lies outside the synapse arena; the network state is corrupted");
   int64_t next = 0, blocks = 0;
   for (int b = 0; b < n_bricks; ++b) {
     const int32_t* info = h + b * 5;
-    TORCH_CHECK(info[0] == next && info[1] >= 0 && info[2] >= kHidden && info[2] <= kOutput && info[4] == blocks,
+    HANAMI_CHECK(info[0] == next && info[1] >= 0 && info[2] >= kHidden && info[2] <= kOutput && info[4] == blocks,
                 "hanami: brick_info row ", b, " is inconsistent; the network layout is corrupted");
     next += info[1];
     blocks += (info[1] + kNeuronsPerBlock - 1) / kNeuronsPerBlock;
     if (info[2] == kInput) *n_in += info[1];
     if (info[2] == kOutput) *n_out += info[1];
   }
-  TORCH_CHECK(next == n_neurons && blocks == n_blocks,
+  HANAMI_CHECK(next == n_neurons && blocks == n_blocks,
               "hanami: brick_info does not describe the network's neurons and blocks");
   for (int b = 0; b < n_bricks; ++b) {
     const int32_t* info = h + b * 5;
     const int64_t width = info[2] == kInput ? *n_in : info[2] == kOutput ? *n_out : 0;
-    TORCH_CHECK(info[2] == kHidden || (info[3] >= 0 && info[3] + int64_t(info[1]) <= width),
+    HANAMI_CHECK(info[2] == kHidden || (info[3] >= 0 && info[3] + int64_t(info[1]) <= width),
                 "hanami: brick_info row ", b, " has an input/output offset out of range");
   }
 }
@@ -75,9 +76,9 @@ struct Plan {
 // sort and kernels: every argument error is raised while no plan work is in flight.
 Plan make_plan(at::TensorList layout, at::TensorList state, const at::Tensor& config,
                const c10::Device& device, const std::function<void(Plan&)>& check_arguments) {
-  TORCH_CHECK(int(layout.size()) == kLayoutSize, "hanami: expected ", int(kLayoutSize),
+  HANAMI_CHECK(int(layout.size()) == kLayoutSize, "hanami: expected ", int(kLayoutSize),
               " layout tensors, got ", layout.size());
-  TORCH_CHECK(int(state.size()) == kStateSize, "hanami: expected ", int(kStateSize),
+  HANAMI_CHECK(int(state.size()) == kStateSize, "hanami: expected ", int(kStateSize),
               " state tensors, got ", state.size());
   check_tensor(layout[kBrickInfo], at::kInt, "brick_info", device);
   check_tensor(layout[kBrickTargets], at::kInt, "brick_targets", device);
@@ -94,21 +95,21 @@ Plan make_plan(at::TensorList layout, at::TensorList state, const at::Tensor& co
 
   const at::Tensor& brick_info = layout[kBrickInfo];
   const at::Tensor& block_info = layout[kBlockInfo];
-  TORCH_CHECK(brick_info.dim() == 2 && brick_info.size(1) == 5 && brick_info.size(0) >= 1,
+  HANAMI_CHECK(brick_info.dim() == 2 && brick_info.size(1) == 5 && brick_info.size(0) >= 1,
               "hanami: brick_info must be [bricks, 5]");
-  TORCH_CHECK(block_info.dim() == 2 && block_info.size(1) == 3, "hanami: block_info must be [blocks, 3]");
+  HANAMI_CHECK(block_info.dim() == 2 && block_info.size(1) == 3, "hanami: block_info must be [blocks, 3]");
   const int n_bricks = int(brick_info.size(0));
   const int n_blocks = int(block_info.size(0));
   const int64_t n_neurons = state[kPotential].numel();
-  TORCH_CHECK(n_neurons < (int64_t(1) << 31) / kSectionsPerNeuron, "hanami: too many neurons");
+  HANAMI_CHECK(n_neurons < (int64_t(1) << 31) / kSectionsPerNeuron, "hanami: too many neurons");
   const int64_t n_sections = n_neurons * kSectionsPerNeuron;
   for (int i : {kSecBlock, kSecOffset, kSecStart, kSecLen})
-    TORCH_CHECK(state[i].numel() == n_sections, "hanami: ", names[i], " must have 8 entries per neuron");
+    HANAMI_CHECK(state[i].numel() == n_sections, "hanami: ", names[i], " must have 8 entries per neuron");
   Plan plan;
   plan.capacity = state[kSynWeight].numel();
-  TORCH_CHECK(state[kSynUpper].numel() == plan.capacity && state[kSynTarget].numel() == plan.capacity,
+  HANAMI_CHECK(state[kSynUpper].numel() == plan.capacity && state[kSynTarget].numel() == plan.capacity,
               "hanami: synapse arena tensors differ in size");
-  TORCH_CHECK(plan.capacity < (int64_t(1) << 31), "hanami: the synapse arena exceeds 2**31 slots");
+  HANAMI_CHECK(plan.capacity < (int64_t(1) << 31), "hanami: the synapse arena exceeds 2**31 slots");
 
   const c10::cuda::CUDAGuard guard(device);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -153,7 +154,7 @@ Plan make_plan(at::TensorList layout, at::TensorList state, const at::Tensor& co
 
 void check_weights(Plan& plan, const at::Tensor& weights, const c10::Device& device) {
   check_tensor(weights, at::kFloat, "weights", device);
-  TORCH_CHECK(weights.dim() == 1 && weights.numel() == plan.capacity,
+  HANAMI_CHECK(weights.dim() == 1 && weights.numel() == plan.capacity,
               "hanami: weights must be a float32 vector as large as the synapse arena (", plan.capacity,
               "), got ", weights.sizes());
   plan.net.weights = weights.data_ptr<float>();
@@ -161,12 +162,12 @@ void check_weights(Plan& plan, const at::Tensor& weights, const c10::Device& dev
 
 void check_samples(const at::Tensor& t, int64_t rows, int64_t cols, const char* name, const c10::Device& device) {
   check_tensor(t, at::kFloat, name, device);
-  TORCH_CHECK(t.dim() == 2 && t.size(0) == rows && t.size(1) == cols, "hanami: ", name, " must be [", rows,
+  HANAMI_CHECK(t.dim() == 2 && t.size(0) == rows && t.size(1) == cols, "hanami: ", name, " must be [", rows,
               ", ", cols, "], got ", t.sizes());
 }
 
 c10::Device device_of_inputs(const at::Tensor& inputs) {
-  TORCH_CHECK(inputs.is_cuda(), "hanami: inputs must be on a CUDA device here, got ", inputs.device(),
+  HANAMI_CHECK(inputs.is_cuda(), "hanami: inputs must be on a CUDA device here, got ", inputs.device(),
               "; keep the cluster and its inputs on one device");
   return inputs.device();
 }
@@ -184,9 +185,9 @@ std::tuple<at::Tensor, at::Tensor> infer_cuda(at::TensorList layout, at::TensorL
   const c10::Device device = device_of_inputs(inputs);
   const int64_t count = inputs.dim() == 2 ? inputs.size(0) : 0;
   Plan plan = make_plan(layout, state, config, device, [&](Plan& p) {
-    TORCH_CHECK(n_outputs == p.n_out, "hanami: n_outputs is ", n_outputs, " but the output bricks have ",
+    HANAMI_CHECK(n_outputs == p.n_out, "hanami: n_outputs is ", n_outputs, " but the output bricks have ",
                 p.n_out, " neurons");
-    TORCH_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", p.n_in, "]");
+    HANAMI_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", p.n_in, "]");
     check_samples(inputs, count, p.n_in, "inputs", device);
     check_weights(p, weights, device);
   });
@@ -206,7 +207,7 @@ std::tuple<at::Tensor, at::Tensor> infer_backward_cuda(at::TensorList layout, at
   const c10::Device device = device_of_inputs(inputs);
   const int64_t count = inputs.dim() == 2 ? inputs.size(0) : 0;
   Plan plan = make_plan(layout, state, config, device, [&](Plan& p) {
-    TORCH_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", p.n_in, "]");
+    HANAMI_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", p.n_in, "]");
     check_samples(inputs, count, p.n_in, "inputs", device);
     check_samples(potentials, count, p.net.n_neurons, "potentials", device);
     check_samples(grad_outputs, count, p.n_out, "grad_outputs", device);
@@ -241,9 +242,9 @@ struct Learning {
 
 Learning learning_view(at::TensorList layout, at::TensorList state, const at::Tensor& config,
                        const c10::Device& device) {
-  TORCH_CHECK(int(layout.size()) == kLayoutSize, "hanami: expected ", int(kLayoutSize),
+  HANAMI_CHECK(int(layout.size()) == kLayoutSize, "hanami: expected ", int(kLayoutSize),
               " layout tensors, got ", layout.size());
-  TORCH_CHECK(int(state.size()) == kStateSize, "hanami: expected ", int(kStateSize),
+  HANAMI_CHECK(int(state.size()) == kStateSize, "hanami: expected ", int(kStateSize),
               " state tensors, got ", state.size());
   check_tensor(layout[kBrickInfo], at::kInt, "brick_info", device);
   check_tensor(layout[kBrickTargets], at::kInt, "brick_targets", device);
@@ -257,33 +258,33 @@ Learning learning_view(at::TensorList layout, at::TensorList state, const at::Te
                                    "syn_counter", "syn_accum",  "counters"};
   for (int i = 0; i < kStateSize; ++i) check_tensor(state[i], types[i], names[i], device);
   check_tensor(config, at::kDouble, "config", device);
-  TORCH_CHECK(config.numel() >= kConfigSize, "hanami: config too short");
+  HANAMI_CHECK(config.numel() >= kConfigSize, "hanami: config too short");
 
   const at::Tensor& brick_info = layout[kBrickInfo];
   const at::Tensor& block_info = layout[kBlockInfo];
-  TORCH_CHECK(brick_info.dim() == 2 && brick_info.size(1) == 5 && brick_info.size(0) >= 1,
+  HANAMI_CHECK(brick_info.dim() == 2 && brick_info.size(1) == 5 && brick_info.size(0) >= 1,
               "hanami: brick_info must be [bricks, 5]");
-  TORCH_CHECK(block_info.dim() == 2 && block_info.size(1) == 3, "hanami: block_info must be [blocks, 3]");
+  HANAMI_CHECK(block_info.dim() == 2 && block_info.size(1) == 3, "hanami: block_info must be [blocks, 3]");
   const int n_bricks = int(brick_info.size(0));
   const int n_blocks = int(block_info.size(0));
-  TORCH_CHECK(layout[kBrickTargets].numel() == int64_t(n_bricks) * kTargetBricks,
+  HANAMI_CHECK(layout[kBrickTargets].numel() == int64_t(n_bricks) * kTargetBricks,
               "hanami: brick_targets must be [bricks, 64]");
   const int64_t n_neurons = state[kPotential].numel();
-  TORCH_CHECK(n_neurons < (int64_t(1) << 31) / kSectionsPerNeuron, "hanami: too many neurons");
+  HANAMI_CHECK(n_neurons < (int64_t(1) << 31) / kSectionsPerNeuron, "hanami: too many neurons");
   const int64_t n_sections = n_neurons * kSectionsPerNeuron;
   for (int i : {kActive, kRefractory, kRequest})
-    TORCH_CHECK(state[i].numel() == n_neurons, "hanami: ", names[i], " must have one entry per neuron");
+    HANAMI_CHECK(state[i].numel() == n_neurons, "hanami: ", names[i], " must have one entry per neuron");
   for (int i : {kSecBlock, kSecOffset, kSecHasNext, kSecStart, kSecLen, kSecCap})
-    TORCH_CHECK(state[i].numel() == n_sections, "hanami: ", names[i], " must have 8 entries per neuron");
+    HANAMI_CHECK(state[i].numel() == n_sections, "hanami: ", names[i], " must have 8 entries per neuron");
   const int64_t capacity = state[kSynWeight].numel();
-  TORCH_CHECK(state[kSynUpper].numel() == capacity && state[kSynTarget].numel() == capacity,
+  HANAMI_CHECK(state[kSynUpper].numel() == capacity && state[kSynTarget].numel() == capacity,
               "hanami: synapse arena tensors differ in size");
-  TORCH_CHECK(capacity < (int64_t(1) << 31), "hanami: the synapse arena exceeds 2**31 slots");
-  TORCH_CHECK(state[kSynCounter].numel() == 0 || state[kSynCounter].numel() == capacity,
+  HANAMI_CHECK(capacity < (int64_t(1) << 31), "hanami: the synapse arena exceeds 2**31 slots");
+  HANAMI_CHECK(state[kSynCounter].numel() == 0 || state[kSynCounter].numel() == capacity,
               "hanami: syn_counter must be empty or as large as the arena");
-  TORCH_CHECK(state[kSynAccum].numel() == 0 || state[kSynAccum].numel() == capacity,
+  HANAMI_CHECK(state[kSynAccum].numel() == 0 || state[kSynAccum].numel() == capacity,
               "hanami: syn_accum must be empty or as large as the arena");
-  TORCH_CHECK(state[kCounters].numel() >= kCountersSize, "hanami: counters too short");
+  HANAMI_CHECK(state[kCounters].numel() >= kCountersSize, "hanami: counters too short");
 
   const c10::cuda::CUDAGuard guard(device);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -301,9 +302,9 @@ Learning learning_view(at::TensorList layout, at::TensorList state, const at::Te
   const double* c = host_config.data_ptr<double>();
   check_brick_table(h, n_bricks, n_neurons, n_blocks, &learning.n_in, &learning.n_out);
   learning.compat = c[kCompat] != 0.0;
-  TORCH_CHECK(c[kReduction] == 0.0 || state[kSynCounter].numel() == capacity,
+  HANAMI_CHECK(c[kReduction] == 0.0 || state[kSynCounter].numel() == capacity,
               "hanami: reduction needs syn_counter as large as the arena");
-  TORCH_CHECK(c[kOptimizer] != 1.0 || state[kSynAccum].numel() == capacity,
+  HANAMI_CHECK(c[kOptimizer] != 1.0 || state[kSynAccum].numel() == capacity,
               "hanami: the Adagrad optimizer needs syn_accum as large as the arena");
 
   portable::TrainNet& net = learning.net;
@@ -343,20 +344,20 @@ void train_cuda(at::TensorList layout, at::TensorList state, const at::Tensor& c
                 int64_t batch_size) {
   const c10::Device device = device_of_inputs(inputs);
   Learning learning = learning_view(layout, state, config, device);
-  TORCH_CHECK(!learning.compat, "hanami: compat mode learns on the CPU only: move the cluster there "
+  HANAMI_CHECK(!learning.compat, "hanami: compat mode learns on the CPU only: move the cluster there "
               "(cluster.cpu()), learn, then cluster.to(\"cuda\")");
-  TORCH_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", learning.n_in, "]");
+  HANAMI_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", learning.n_in, "]");
   const int64_t count = inputs.size(0);
   check_samples(inputs, count, learning.n_in, "inputs", device);
   check_samples(targets, count, learning.n_out, "targets", device);
   check_samples(outputs, count, learning.n_out, "outputs", device);
-  TORCH_CHECK(start >= 0 && start <= count, "hanami: start out of range");
-  TORCH_CHECK(batch_size >= 1, "hanami: batch_size must be at least 1, got ", batch_size);
+  HANAMI_CHECK(start >= 0 && start <= count, "hanami: start out of range");
+  HANAMI_CHECK(batch_size >= 1, "hanami: batch_size must be at least 1, got ", batch_size);
   check_tensor(pending, at::kFloat, "pending", device);
-  TORCH_CHECK(pending.dim() == 1 && (pending.numel() == 0 || pending.numel() == learning.net.capacity),
+  HANAMI_CHECK(pending.dim() == 1 && (pending.numel() == 0 || pending.numel() == learning.net.capacity),
               "hanami: pending must be empty (online learning) or as large as the arena (",
               learning.net.capacity, " slots), got ", pending.sizes());
-  TORCH_CHECK(batch_size == 1 || pending.numel() > 0,
+  HANAMI_CHECK(batch_size == 1 || pending.numel() > 0,
               "hanami: batch_size > 1 needs a pending tensor as large as the arena");
   learning.net.syn_pending = pending.numel() ? pending.data_ptr<float>() : nullptr;
   const c10::cuda::CUDAGuard guard(device);
@@ -368,12 +369,12 @@ void train_cuda(at::TensorList layout, at::TensorList state, const at::Tensor& c
 }
 
 void compact_cuda(at::TensorList layout, at::TensorList state, const at::Tensor& config, int64_t slack) {
-  TORCH_CHECK(slack >= 1 && slack <= 63, "hanami: slack must be in 1..63");
-  TORCH_CHECK(!config.is_cpu(), "hanami: config is on the CPU but the cluster's tensors are on the GPU; "
+  HANAMI_CHECK(slack >= 1 && slack <= 63, "hanami: slack must be in 1..63");
+  HANAMI_CHECK(!config.is_cpu(), "hanami: config is on the CPU but the cluster's tensors are on the GPU; "
               "keep the cluster on one device");
   const c10::Device device = config.device();
   Learning learning = learning_view(layout, state, config, device);
-  TORCH_CHECK(!learning.compat, "hanami: compat mode learns on the CPU only: compact it there (cluster.cpu())");
+  HANAMI_CHECK(!learning.compat, "hanami: compat mode learns on the CPU only: compact it there (cluster.cpu())");
   const c10::cuda::CUDAGuard guard(device);
   at::Tensor scratch = learning_scratch(learning.net, config);
   C10_CUDA_CHECK(cuda::launch_compact(learning.net, scratch.data_ptr(), int(slack),
@@ -381,7 +382,7 @@ void compact_cuda(at::TensorList layout, at::TensorList state, const at::Tensor&
 }
 
 void predict_cuda(at::TensorList, at::TensorList, const at::Tensor&, const at::Tensor&, const at::Tensor&) {
-  TORCH_CHECK(false,
+  HANAMI_CHECK(false,
               "hanami: request mode with carried-over neuron state (predict_) is not implemented on the "
               "GPU yet: run it on the CPU (cluster.cpu()), or use the stateless batched inference on the "
               "GPU (hanami_torch.ops.infer: every sample from rest)");
