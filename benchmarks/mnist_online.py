@@ -43,15 +43,10 @@ from _common import accuracy_percent, machine_description, peak_rss_mib
 
 N_CLASSES = 10
 
-#: HanamiCluster options per preset (docs/learning.md explains the choice of "best")
-PRESETS = {
-    "hanami": {},
-    "best": {"optimizer": "adagrad", "learning_rate": 0.015, "init_scale": 0.03, "input_fan_in": 4,
-             "input_shape": (28, 28), "field_radius": 7.0},
-}
-#: hidden neurons per preset (templates.mnist(hidden)): "best" has 9 blocks of 64, a 3x3 grid of
-#: receptive fields over the image
-PRESET_HIDDEN = {"hanami": 400, "best": 576}
+#: HanamiCluster options and hidden neurons per preset (hanami_torch.templates.MNIST_PRESETS;
+#: docs/learning.md explains the choice of "best")
+PRESETS = {name: options for name, (_, options) in templates.MNIST_PRESETS.items()}
+PRESET_HIDDEN = {name: hidden for name, (hidden, _) in templates.MNIST_PRESETS.items()}
 
 
 def parse_args() -> argparse.Namespace:
