@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
@@ -38,3 +39,12 @@ def peak_rss_mib() -> float:
 def accuracy_percent(outputs: torch.Tensor, labels: torch.Tensor) -> float:
     """Share of rows of ``outputs [N, classes]`` whose largest entry is at ``labels [N]``, in percent."""
     return (outputs.argmax(1) == labels).float().mean().item() * 100
+
+
+def write_json(path, results: dict) -> None:
+    """Writes a benchmark's results as indented JSON (creating the folder) and says where."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results written to {path}")

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
 from pathlib import Path
 
@@ -47,7 +46,7 @@ from torch import nn
 from hanami_torch import HanamiCluster, ops, templates
 
 # benchmarks/_common.py: importable because Python puts the script's folder on sys.path.
-from _common import machine_description
+from _common import machine_description, write_json
 
 TEMPLATES = {
     "mnist": (templates.MNIST, {}),
@@ -219,10 +218,7 @@ def main() -> None:
         "seconds": args.seconds,
         "templates": [bench_template(name, args) for name in args.templates],
     }
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"results written to {args.json}")
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

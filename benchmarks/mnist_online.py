@@ -28,7 +28,6 @@ JSON written by ``--json`` (accuracies in percent, times in seconds)::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -39,7 +38,7 @@ from hanami_torch import HanamiCluster, templates
 from hanami_torch.data import data_dir, load_mnist, one_hot
 
 # benchmarks/_common.py: importable because Python puts the script's folder on sys.path.
-from _common import accuracy_percent, machine_description, peak_rss_mib
+from _common import accuracy_percent, machine_description, peak_rss_mib, write_json
 
 N_CLASSES = 10
 
@@ -194,10 +193,7 @@ def main() -> None:
         "seed": args.seed,
         "speedup_vs_mlp": speedup,
     }
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"results written to {args.json}")
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

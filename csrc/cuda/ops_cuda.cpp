@@ -33,6 +33,29 @@ void check_tensor(const at::Tensor& t, at::ScalarType dtype, const char* name, c
   HANAMI_CHECK(t.is_contiguous(), "hanami: ", name, " must be contiguous");
 }
 
+// Names of the state tensors, for error messages (cluster_state.h has their meaning).
+const char* const kStateNames[kStateSize] = {
+    "brick_grid", "potential",  "active",     "refractory", "request",    "sec_block",
+    "sec_offset", "sec_has_next", "sec_conn", "sec_start",  "sec_len",    "sec_cap",
+    "syn_weight", "syn_upper",  "syn_target", "syn_counter", "syn_accum", "counters"};
+
+// Number, dtype, device and contiguity of the layout and state tensors and the config.
+void check_tensor_lists(at::TensorList layout, at::TensorList state, const at::Tensor& config,
+                        const c10::Device& device) {
+  HANAMI_CHECK(int(layout.size()) == kLayoutSize, "hanami: expected ", int(kLayoutSize),
+              " layout tensors, got ", layout.size());
+  HANAMI_CHECK(int(state.size()) == kStateSize, "hanami: expected ", int(kStateSize),
+              " state tensors, got ", state.size());
+  check_tensor(layout[kBrickInfo], at::kInt, "brick_info", device);
+  check_tensor(layout[kBrickTargets], at::kInt, "brick_targets", device);
+  check_tensor(layout[kBlockInfo], at::kInt, "block_info", device);
+  const at::ScalarType types[kStateSize] = {
+      at::kInt,  at::kFloat, at::kByte, at::kByte,  at::kFloat, at::kInt,  at::kFloat, at::kByte, at::kInt,
+      at::kInt,  at::kByte,  at::kByte, at::kFloat, at::kFloat, at::kByte, at::kByte,  at::kFloat, at::kLong};
+  for (int i = 0; i < kStateSize; ++i) check_tensor(state[i], types[i], kStateNames[i], device);
+  check_tensor(config, at::kDouble, "config", device);
+}
+
 // Checks the brick table and the network-check flags (copied to the host together, the flags
 // after the table) and returns the input and output widths.
 void check_brick_table(const int32_t* h, int n_bricks, int64_t n_neurons, int n_blocks, int64_t* n_in,
@@ -76,22 +99,7 @@ struct Plan {
 // sort and kernels: every argument error is raised while no plan work is in flight.
 Plan make_plan(at::TensorList layout, at::TensorList state, const at::Tensor& config,
                const c10::Device& device, const std::function<void(Plan&)>& check_arguments) {
-  HANAMI_CHECK(int(layout.size()) == kLayoutSize, "hanami: expected ", int(kLayoutSize),
-              " layout tensors, got ", layout.size());
-  HANAMI_CHECK(int(state.size()) == kStateSize, "hanami: expected ", int(kStateSize),
-              " state tensors, got ", state.size());
-  check_tensor(layout[kBrickInfo], at::kInt, "brick_info", device);
-  check_tensor(layout[kBrickTargets], at::kInt, "brick_targets", device);
-  check_tensor(layout[kBlockInfo], at::kInt, "block_info", device);
-  const at::ScalarType types[kStateSize] = {
-      at::kInt,  at::kFloat, at::kByte, at::kByte,  at::kFloat, at::kInt,  at::kFloat, at::kByte, at::kInt,
-      at::kInt,  at::kByte,  at::kByte, at::kFloat, at::kFloat, at::kByte, at::kByte,  at::kFloat, at::kLong};
-  const char* names[kStateSize] = {"brick_grid",  "potential",  "active",       "refractory", "request",
-                                   "sec_block",   "sec_offset", "sec_has_next", "sec_conn",   "sec_start",
-                                   "sec_len",     "sec_cap",    "syn_weight",   "syn_upper",  "syn_target",
-                                   "syn_counter", "syn_accum",  "counters"};
-  for (int i = 0; i < kStateSize; ++i) check_tensor(state[i], types[i], names[i], device);
-  check_tensor(config, at::kDouble, "config", device);
+  check_tensor_lists(layout, state, config, device);
 
   const at::Tensor& brick_info = layout[kBrickInfo];
   const at::Tensor& block_info = layout[kBlockInfo];
@@ -104,7 +112,7 @@ Plan make_plan(at::TensorList layout, at::TensorList state, const at::Tensor& co
   HANAMI_CHECK(n_neurons < (int64_t(1) << 31) / kSectionsPerNeuron, "hanami: too many neurons");
   const int64_t n_sections = n_neurons * kSectionsPerNeuron;
   for (int i : {kSecBlock, kSecOffset, kSecStart, kSecLen})
-    HANAMI_CHECK(state[i].numel() == n_sections, "hanami: ", names[i], " must have 8 entries per neuron");
+    HANAMI_CHECK(state[i].numel() == n_sections, "hanami: ", kStateNames[i], " must have 8 entries per neuron");
   Plan plan;
   plan.capacity = state[kSynWeight].numel();
   HANAMI_CHECK(state[kSynUpper].numel() == plan.capacity && state[kSynTarget].numel() == plan.capacity,
@@ -242,22 +250,7 @@ struct Learning {
 
 Learning learning_view(at::TensorList layout, at::TensorList state, const at::Tensor& config,
                        const c10::Device& device) {
-  HANAMI_CHECK(int(layout.size()) == kLayoutSize, "hanami: expected ", int(kLayoutSize),
-              " layout tensors, got ", layout.size());
-  HANAMI_CHECK(int(state.size()) == kStateSize, "hanami: expected ", int(kStateSize),
-              " state tensors, got ", state.size());
-  check_tensor(layout[kBrickInfo], at::kInt, "brick_info", device);
-  check_tensor(layout[kBrickTargets], at::kInt, "brick_targets", device);
-  check_tensor(layout[kBlockInfo], at::kInt, "block_info", device);
-  const at::ScalarType types[kStateSize] = {
-      at::kInt,  at::kFloat, at::kByte, at::kByte,  at::kFloat, at::kInt,  at::kFloat, at::kByte, at::kInt,
-      at::kInt,  at::kByte,  at::kByte, at::kFloat, at::kFloat, at::kByte, at::kByte,  at::kFloat, at::kLong};
-  const char* names[kStateSize] = {"brick_grid",  "potential",  "active",       "refractory", "request",
-                                   "sec_block",   "sec_offset", "sec_has_next", "sec_conn",   "sec_start",
-                                   "sec_len",     "sec_cap",    "syn_weight",   "syn_upper",  "syn_target",
-                                   "syn_counter", "syn_accum",  "counters"};
-  for (int i = 0; i < kStateSize; ++i) check_tensor(state[i], types[i], names[i], device);
-  check_tensor(config, at::kDouble, "config", device);
+  check_tensor_lists(layout, state, config, device);
   HANAMI_CHECK(config.numel() >= kConfigSize, "hanami: config too short");
 
   const at::Tensor& brick_info = layout[kBrickInfo];
@@ -273,9 +266,9 @@ Learning learning_view(at::TensorList layout, at::TensorList state, const at::Te
   HANAMI_CHECK(n_neurons < (int64_t(1) << 31) / kSectionsPerNeuron, "hanami: too many neurons");
   const int64_t n_sections = n_neurons * kSectionsPerNeuron;
   for (int i : {kActive, kRefractory, kRequest})
-    HANAMI_CHECK(state[i].numel() == n_neurons, "hanami: ", names[i], " must have one entry per neuron");
+    HANAMI_CHECK(state[i].numel() == n_neurons, "hanami: ", kStateNames[i], " must have one entry per neuron");
   for (int i : {kSecBlock, kSecOffset, kSecHasNext, kSecStart, kSecLen, kSecCap})
-    HANAMI_CHECK(state[i].numel() == n_sections, "hanami: ", names[i], " must have 8 entries per neuron");
+    HANAMI_CHECK(state[i].numel() == n_sections, "hanami: ", kStateNames[i], " must have 8 entries per neuron");
   const int64_t capacity = state[kSynWeight].numel();
   HANAMI_CHECK(state[kSynUpper].numel() == capacity && state[kSynTarget].numel() == capacity,
               "hanami: synapse arena tensors differ in size");
