@@ -254,12 +254,10 @@ std::tuple<at::Tensor, at::Tensor> infer_cpu(at::TensorList layout, at::TensorLi
                                              const at::Tensor& weights, int64_t n_outputs) {
   const ClusterView view = make_view(layout.vec(), state.vec());
   const Config cfg = make_config(config);
-  const int64_t n_in = io_width(view, kInput), n_out = io_width(view, kOutput);
+  const SampleShape shape = check_inputs(view, inputs);
+  const int64_t n_in = shape.n_in, n_out = shape.n_out, count = shape.count;
   HANAMI_CHECK(n_outputs == n_out, "hanami: n_outputs is ", n_outputs, " but the output bricks have ",
               n_out, " neurons");
-  HANAMI_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", n_in, "]");
-  const int64_t count = inputs.size(0);
-  check_samples(inputs, at::kFloat, count, n_in, "inputs");
   check_weights(view, weights);
   at::Tensor outputs = at::zeros({count, n_out}, inputs.options());
   at::Tensor potentials = at::zeros({count, int64_t(view.n_neurons)}, inputs.options());
@@ -285,10 +283,8 @@ std::tuple<at::Tensor, at::Tensor> infer_backward_cpu(
     const at::Tensor& weights, const at::Tensor& potentials, const at::Tensor& grad_outputs) {
   const ClusterView view = make_view(layout.vec(), state.vec());
   const Config cfg = make_config(config);
-  const int64_t n_in = io_width(view, kInput), n_out = io_width(view, kOutput);
-  HANAMI_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", n_in, "]");
-  const int64_t count = inputs.size(0);
-  check_samples(inputs, at::kFloat, count, n_in, "inputs");
+  const SampleShape shape = check_inputs(view, inputs);
+  const int64_t n_in = shape.n_in, n_out = shape.n_out, count = shape.count;
   check_samples(potentials, at::kFloat, count, view.n_neurons, "potentials");
   check_samples(grad_outputs, at::kFloat, count, n_out, "grad_outputs");
   check_weights(view, weights);

@@ -16,7 +16,7 @@ void train_cpu(at::TensorList layout, at::TensorList state, const at::Tensor& co
                int64_t start, const at::Tensor& pending, int64_t batch_size) {
   ClusterView view = make_view(layout.vec(), state.vec());
   const Config cfg = make_config(config);
-  const TrainShape shape =
+  const SampleShape shape =
       check_train_arguments(view, inputs, targets, outputs, start, pending, batch_size);
   Engine engine(view, cfg);
   view.counters[kProcessed] =
@@ -28,10 +28,8 @@ void predict_cpu(at::TensorList layout, at::TensorList state, const at::Tensor& 
                  const at::Tensor& inputs, const at::Tensor& outputs) {
   const ClusterView view = make_view(layout.vec(), state.vec());
   const Config cfg = make_config(config);
-  const int64_t n_in = io_width(view, kInput), n_out = io_width(view, kOutput);
-  HANAMI_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", n_in, "]");
-  const int64_t count = inputs.size(0);
-  check_samples(inputs, at::kFloat, count, n_in, "inputs");
+  const SampleShape shape = check_inputs(view, inputs);
+  const int64_t n_in = shape.n_in, n_out = shape.n_out, count = shape.count;
   check_samples(outputs, at::kFloat, count, n_out, "outputs");
   Engine engine(view, cfg);
   engine.predict(inputs.data_ptr<float>(), n_in, outputs.data_ptr<float>(), n_out, count);

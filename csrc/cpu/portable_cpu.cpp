@@ -48,7 +48,7 @@ void train_portable_cpu(at::TensorList layout, at::TensorList state, const at::T
   const Config cfg = make_config(config);
   HANAMI_CHECK(!cfg.compat, "hanami: the portable train step has no compat mode (compat mode learns "
               "with the CPU engine only)");
-  const TrainShape shape =
+  const SampleShape shape =
       check_train_arguments(view, inputs, targets, outputs, start, pending, batch_size);
   HANAMI_CHECK(view.syn_counter != nullptr || !cfg.reduction,
               "hanami: reduction needs syn_counter as large as the arena");

@@ -125,19 +125,27 @@ inline int64_t io_width(const ClusterView& v, int kind) {
   return n;
 }
 
-// The checks train_ and its portable twin make on their sample arguments; sets view.syn_pending.
-struct TrainShape {
+// Widths of the input and output bricks and the number of samples of a call.
+struct SampleShape {
   int64_t n_in, n_out, count;
 };
 
-inline TrainShape check_train_arguments(ClusterView& view, const at::Tensor& inputs,
-                                        const at::Tensor& targets, const at::Tensor& outputs,
-                                        int64_t start, const at::Tensor& pending,
-                                        int64_t batch_size) {
+// Checks `inputs` ([samples, n_inputs] float32) against the network.
+inline SampleShape check_inputs(const ClusterView& view, const at::Tensor& inputs) {
   const int64_t n_in = io_width(view, kInput), n_out = io_width(view, kOutput);
   HANAMI_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", n_in, "]");
   const int64_t count = inputs.size(0);
   check_samples(inputs, at::kFloat, count, n_in, "inputs");
+  return {n_in, n_out, count};
+}
+
+// The checks train_ and its portable twin make on their sample arguments; sets view.syn_pending.
+inline SampleShape check_train_arguments(ClusterView& view, const at::Tensor& inputs,
+                                        const at::Tensor& targets, const at::Tensor& outputs,
+                                        int64_t start, const at::Tensor& pending,
+                                        int64_t batch_size) {
+  const SampleShape shape = check_inputs(view, inputs);
+  const int64_t n_out = shape.n_out, count = shape.count;
   check_samples(targets, at::kFloat, count, n_out, "targets");
   check_samples(outputs, at::kFloat, count, n_out, "outputs");
   HANAMI_CHECK(start >= 0 && start <= count, "hanami: start out of range");
@@ -149,7 +157,7 @@ inline TrainShape check_train_arguments(ClusterView& view, const at::Tensor& inp
   HANAMI_CHECK(batch_size == 1 || pending.numel() > 0,
               "hanami: batch_size > 1 needs a pending tensor as large as the arena");
   view.syn_pending = ptr<float>(pending);
-  return {n_in, n_out, count};
+  return shape;
 }
 
 }  // namespace hanami

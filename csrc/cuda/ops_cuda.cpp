@@ -39,7 +39,8 @@ const char* const kStateNames[kStateSize] = {
     "sec_offset", "sec_has_next", "sec_conn", "sec_start",  "sec_len",    "sec_cap",
     "syn_weight", "syn_upper",  "syn_target", "syn_counter", "syn_accum", "counters"};
 
-// Number, dtype, device and contiguity of the layout and state tensors and the config.
+// Number, dtype, device and contiguity of the layout and state tensors and the config, and the
+// shapes of the brick and block tables.
 void check_tensor_lists(at::TensorList layout, at::TensorList state, const at::Tensor& config,
                         const c10::Device& device) {
   HANAMI_CHECK(int(layout.size()) == kLayoutSize, "hanami: expected ", int(kLayoutSize),
@@ -54,6 +55,11 @@ void check_tensor_lists(at::TensorList layout, at::TensorList state, const at::T
       at::kInt,  at::kByte,  at::kByte, at::kFloat, at::kFloat, at::kByte, at::kByte,  at::kFloat, at::kLong};
   for (int i = 0; i < kStateSize; ++i) check_tensor(state[i], types[i], kStateNames[i], device);
   check_tensor(config, at::kDouble, "config", device);
+  const at::Tensor& brick_info = layout[kBrickInfo];
+  const at::Tensor& block_info = layout[kBlockInfo];
+  HANAMI_CHECK(brick_info.dim() == 2 && brick_info.size(1) == 5 && brick_info.size(0) >= 1,
+              "hanami: brick_info must be [bricks, 5]");
+  HANAMI_CHECK(block_info.dim() == 2 && block_info.size(1) == 3, "hanami: block_info must be [blocks, 3]");
 }
 
 // Checks the brick table and the network-check flags (copied to the host together, the flags
@@ -103,9 +109,6 @@ Plan make_plan(at::TensorList layout, at::TensorList state, const at::Tensor& co
 
   const at::Tensor& brick_info = layout[kBrickInfo];
   const at::Tensor& block_info = layout[kBlockInfo];
-  HANAMI_CHECK(brick_info.dim() == 2 && brick_info.size(1) == 5 && brick_info.size(0) >= 1,
-              "hanami: brick_info must be [bricks, 5]");
-  HANAMI_CHECK(block_info.dim() == 2 && block_info.size(1) == 3, "hanami: block_info must be [blocks, 3]");
   const int n_bricks = int(brick_info.size(0));
   const int n_blocks = int(block_info.size(0));
   const int64_t n_neurons = state[kPotential].numel();
@@ -255,9 +258,6 @@ Learning learning_view(at::TensorList layout, at::TensorList state, const at::Te
 
   const at::Tensor& brick_info = layout[kBrickInfo];
   const at::Tensor& block_info = layout[kBlockInfo];
-  HANAMI_CHECK(brick_info.dim() == 2 && brick_info.size(1) == 5 && brick_info.size(0) >= 1,
-              "hanami: brick_info must be [bricks, 5]");
-  HANAMI_CHECK(block_info.dim() == 2 && block_info.size(1) == 3, "hanami: block_info must be [blocks, 3]");
   const int n_bricks = int(brick_info.size(0));
   const int n_blocks = int(block_info.size(0));
   HANAMI_CHECK(layout[kBrickTargets].numel() == int64_t(n_bricks) * kTargetBricks,
