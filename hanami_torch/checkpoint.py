@@ -190,13 +190,8 @@ def load_optimizer(optimizer: torch.optim.Optimizer, path: str | os.PathLike) ->
     optimizer must be of the same class and hold the same parameters (create it on the loaded
     cluster's parameters first)."""
     path = Path(path)
-    if path.is_file() and not path.name.endswith(".optimizer.safetensors"):
-        try:  # the cluster checkpoint: its optimizer state lies beside it
-            is_cluster = _read(path, FORMAT, FORMAT_VERSION, "cluster checkpoint") is not None
-        except CheckpointError:
-            is_cluster = False
-        if is_cluster:
-            path = optimizer_path(path)
+    if path.is_file() and not path.name.endswith(".optimizer.safetensors") and _format_of(path) == FORMAT:
+        path = optimizer_path(path)  # a cluster checkpoint: its optimizer state lies beside it
     if not path.is_file():
         raise FileNotFoundError(f"no optimizer state at {path} (save it with hanami_torch.save(cluster, path, optimizer=...))")
     metadata, tensors = _read(path, OPTIMIZER_FORMAT, OPTIMIZER_FORMAT_VERSION, "optimizer state")
@@ -230,6 +225,18 @@ def load_optimizer(optimizer: torch.optim.Optimizer, path: str | os.PathLike) ->
             f"{path} does not fit this optimizer ({error}); create it on the parameters of the "
             "cluster the state was saved with"
         ) from None
+
+
+def _format_of(path: Path) -> str | None:
+    """The ``format`` metadata of a safetensors file (its header only), or None."""
+    from safetensors import SafetensorError
+    from safetensors.torch import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return (handle.metadata() or {}).get("format")
+    except (SafetensorError, OSError, ValueError):
+        return None
 
 
 def _read(path: Path, file_format: str, newest: int, what: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
