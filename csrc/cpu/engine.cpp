@@ -463,31 +463,12 @@ int32_t Engine::finish_walk(Lane& lane, int32_t s, int32_t reached_slots, bool s
 }
 
 void Engine::walk_infer(int32_t s, float potential, float* block_input) const {
-  const float p_above = potential - v_.sec_offset[s];
   const int64_t base = v_.sec_start[s];
-  const float* __restrict upper = v_.syn_upper + base;
-  const float* __restrict weight = v_.syn_weight + base;
-  const uint8_t* __restrict target = v_.syn_target + base;
-  const int len = v_.sec_len[s];
   // Inputs (pixels) walk long, often whole sections: find the plain prefix with vectors first.
-  // Hidden values end their walks early, and the plain loop below is cheaper for them.
+  // Hidden values end their walks early, and the plain loop is cheaper for them.
   const bool input_source = v_.brick_kind(neuron_brick(s / kSectionsPerNeuron)) == kInput;
-  int k = input_source ? fast_prefix(upper, target, len, p_above, !cfg_.reduction) : 0;
-  for (int j = 0; j < k; ++j) block_input[target[j]] += weight[j];
-  float lower = k > 0 ? upper[k - 1] : 0.0f;
-  for (; k < len; ++k) {
-    const float r = remaining(p_above, lower);
-    if (!reached(r)) break;
-    const float u = upper[k];
-    const uint8_t t = target[k];
-    const float border = u - lower;
-    if (r < border) {  // partly covered: the last reached slot
-      if (t != kEmptyTarget) block_input[t] += contribution(weight[k], r, border);
-      break;
-    }
-    if (t != kEmptyTarget) block_input[t] += weight[k];
-    lower = u;
-  }
+  infer_walk(v_.syn_upper + base, v_.syn_target + base, v_.syn_weight + base, v_.sec_len[s],
+             potential - v_.sec_offset[s], input_source, !cfg_.reduction, block_input);
 }
 
 // ---- phases ------------------------------------------------------------------------------------

@@ -112,7 +112,7 @@ struct ForwardScratch {
 };
 
 // One sample's forward pass: fills values[neurons] and the sample's outputs. The walk is the
-// engine's walk_infer (vector prefix, then the slow cases), so the sums come out bit-identical.
+// engine's (infer_walk), so the sums come out bit-identical.
 void infer_sample(const ClusterView& v, const Structure& st, const float* weights, bool no_holes,
                   const float* x, float* values, float* outputs, ForwardScratch& scratch) {
   std::fill_n(values, v.n_neurons, 0.0f);
@@ -140,28 +140,9 @@ void infer_sample(const ClusterView& v, const Structure& st, const float* weight
       for (size_t a = 0; a < n_active; ++a) {
         const int32_t s = active[a];
         const float p = values[s / kSectionsPerNeuron];
-        const float p_above = p - v.sec_offset[s];
         const int64_t base = v.sec_start[s];
-        const float* upper = v.syn_upper + base;
-        const uint8_t* target = v.syn_target + base;
-        const float* w = weights + base;
-        const int len = v.sec_len[s];
-        int k = fast_prefix(upper, target, len, p_above, no_holes);
-        for (int j = 0; j < k; ++j) block_sum[target[j]] += w[j];
-        float lower = k > 0 ? upper[k - 1] : 0.0f;
-        for (; k < len; ++k) {
-          const float r = remaining(p_above, lower);
-          if (!reached(r)) break;
-          const float u = upper[k];
-          const uint8_t t = target[k];
-          const float border = u - lower;
-          if (r < border) {
-            if (t != kEmptyTarget) block_sum[t] += contribution(w[k], r, border);
-            break;
-          }
-          if (t != kEmptyTarget) block_sum[t] += w[k];
-          lower = u;
-        }
+        infer_walk(v.syn_upper + base, v.syn_target + base, weights + base, v.sec_len[s],
+                   p - v.sec_offset[s], true, no_holes, block_sum);
       }
     }
     if (kind == kOutput) {

@@ -56,6 +56,30 @@ inline int fast_prefix(const float* upper, const uint8_t* target, int len, float
 #endif
 }
 
+// A section's inference walk (no growth): adds every reached slot's contribution to its target's
+// sum in `block_sum`. `vector_prefix` finds the fully covered leading slots with vectors first
+// (worth it for long walks, such as pixels'); the slots after it go one by one.
+inline void infer_walk(const float* __restrict upper, const uint8_t* __restrict target,
+                       const float* __restrict weight, int len, float p_above, bool vector_prefix,
+                       bool no_holes, float* block_sum) {
+  int k = vector_prefix ? fast_prefix(upper, target, len, p_above, no_holes) : 0;
+  for (int j = 0; j < k; ++j) block_sum[target[j]] += weight[j];
+  float lower = k > 0 ? upper[k - 1] : 0.0f;
+  for (; k < len; ++k) {
+    const float r = remaining(p_above, lower);
+    if (!reached(r)) break;
+    const float u = upper[k];
+    const uint8_t t = target[k];
+    const float border = u - lower;
+    if (r < border) {  // partly covered: the last reached slot
+      if (t != kEmptyTarget) block_sum[t] += contribution(weight[k], r, border);
+      break;
+    }
+    if (t != kEmptyTarget) block_sum[t] += weight[k];
+    lower = u;
+  }
+}
+
 #ifdef HANAMI_AVX512
 // Up to 16 reached slots from slot k on: which lanes are real, each slot's target delta (gathered
 // by the target byte) and its weight.
