@@ -15,8 +15,8 @@ For batch sizes 1, 64, 1024 and 16384 the script then measures, in samples per s
 
 ``cpu_online_learn`` is the CPU's rate while growing the network. Then ``--online`` further
 samples are learned online (Hanami's rule, batch 1, growth included) by a copy on the CPU
-(``cpu_online_learn_more``) and a copy on the GPU (``gpu_online_learn_more``; the GPU's train
-step runs in one thread for now).
+(``cpu_online_learn_more``) and a copy on the GPU (``gpu_online_learn_more``: the portable train
+step on one thread block), each after 20 untimed warm-up samples.
 
 Every timed loop is bracketed by ``torch.cuda.synchronize()``, after two untimed warm-up calls,
 and runs for at least ``--seconds`` (default 0.3 s). The data are synthetic (MNIST is not needed):
@@ -47,6 +47,9 @@ from hanami_torch import HanamiCluster, ops, templates
 
 # benchmarks/_common.py: importable because Python puts the script's folder on sys.path.
 from _common import machine_description, write_json
+
+#: untimed samples learned online before each timed online run (first kernel launch, allocator)
+WARM_UP = 20
 
 TEMPLATES = {
     "mnist": (templates.MNIST, {}),
@@ -119,18 +122,20 @@ def bench_template(name: str, args) -> dict:
           f"(grown on the CPU from {args.grow} samples at {online:,.0f} samples/s); "
           f"MLP 784-{hidden}-10 with {row['mlp_parameters']:,} parameters", flush=True)
     # Hanami's online learning (batch 1, growth included) of further samples, on the CPU and on
-    # the GPU (one GPU thread runs the portable train step; see docs/gpu.md)
-    more, more_labels = mnist_like(args.online, seed=1)
+    # the GPU (the portable train step on one thread block; see docs/gpu.md), after a warm-up
+    more, more_labels = mnist_like(args.online + WARM_UP, seed=1)
     more_targets = nn.functional.one_hot(more_labels, 10).float()
     learner = copy.deepcopy(cluster)
+    learner.learn_many(more[:WARM_UP], more_targets[:WARM_UP])
     start = time.perf_counter()
-    learner.learn_many(more, more_targets)
+    learner.learn_many(more[WARM_UP:], more_targets[WARM_UP:])
     row["cpu_online_learn_more"] = args.online / (time.perf_counter() - start)
     learner = copy.deepcopy(gpu)
     more_gpu, more_targets_gpu = more.cuda(), more_targets.cuda()
+    learner.learn_many(more_gpu[:WARM_UP], more_targets_gpu[:WARM_UP])
     torch.cuda.synchronize()
     start = time.perf_counter()
-    learner.learn_many(more_gpu, more_targets_gpu)
+    learner.learn_many(more_gpu[WARM_UP:], more_targets_gpu[WARM_UP:])
     torch.cuda.synchronize()
     row["gpu_online_learn_more"] = args.online / (time.perf_counter() - start)
     print(f"online learning of {args.online} more samples (batch 1): CPU {row['cpu_online_learn_more']:,.0f} "
@@ -189,8 +194,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grow", type=int, default=6000,
                         help="MNIST-like samples the networks learn on the CPU before the GPU runs (default 6000)")
-    parser.add_argument("--online", type=int, default=300,
-                        help="further samples learned online (batch 1) on the CPU and on the GPU (default 300)")
+    parser.add_argument("--online", type=int, default=3000,
+                        help="further samples learned online (batch 1) on the CPU and on the GPU (default 3000)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024, 16384],
                         help="batch sizes (default 1 64 1024 16384)")
     parser.add_argument("--templates", nargs="+", choices=sorted(TEMPLATES), default=list(TEMPLATES),

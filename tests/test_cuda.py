@@ -285,7 +285,7 @@ def test_gpu_cluster_refuses_what_it_cannot_do_with_clear_errors():
 
 # ---- online learning on the GPU (train_, compact_: csrc/cuda/train_cuda.cu) --------------------
 #
-# The GPU runs the portable train step (csrc/portable/train_step.h) in one thread, the code that
+# The GPU runs the portable train step (csrc/portable/train_step.h) on a thread block, the code that
 # tests/test_portable_train.py checks bit for bit against the CPU engine. The structure (sections,
 # targets, arena layout, counters, neuron activity) must be identical; float values are compared
 # at the tolerances above: the GPU's exp() (in the output sigmoid) need not round like the CPU's.

@@ -1,16 +1,20 @@
 """The portable train step (csrc/portable/train_step.h) against the CPU engine, bit for bit.
 
-The GPU learns with the portable step (one CUDA thread, csrc/cuda/train_cuda.cu); on the CPU the
-same code runs as the test-only op ``hanami::train_portable_`` (same schema as ``train_``). Every
-test lets the engine's ``train_`` and the portable op learn the same samples from the same cluster,
-through the loop of ``HanamiCluster._train`` (the arena grows when an op stops early), and asks for
-identical outputs, identical state tensors (network, weights, arena layout, counters, neuron
-state) and the same points where the arena had to grow.
+The GPU learns with the portable step (one CUDA thread block, csrc/cuda/train_cuda.cu); on the CPU
+the same code runs as the test-only op ``hanami::train_portable_`` (``train_``'s schema plus
+``item_order``). Every test lets the engine's ``train_`` and the portable op learn the same samples
+from the same cluster, through the loop of ``HanamiCluster._train`` (the arena grows when an op
+stops early), and asks for identical outputs, identical state tensors (network, weights, arena
+layout, counters, neuron state) and the same points where the arena had to grow.
+
+The portable op runs twice, with the items of each phase in ascending and in descending order:
+on the GPU a phase's items run at once, so no item may depend on another one of its phase.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 
 import numpy as np
 import pytest
@@ -20,8 +24,16 @@ from hanami_torch import HanamiCluster, ops, templates
 from hanami_torch.reference import cluster_structure
 from networks import MULTI_IO, line_with
 
+
+
 # opcheck needs the metadata rules of the op; they are train_'s
-torch.library.register_fake("hanami::train_portable_")(ops._train_fake)
+@torch.library.register_fake("hanami::train_portable_")
+def _train_portable_fake(layout, state, config, inputs, targets, outputs, start, pending, batch_size, item_order=0):
+    return ops._train_fake(layout, state, config, inputs, targets, outputs, start, pending, batch_size)
+
+
+#: the portable op with the items of each phase in ascending and in descending order
+PORTABLE_ORDERS = [functools.partial(torch.ops.hanami.train_portable_, item_order=order) for order in (0, 1)]
 
 
 
@@ -89,15 +101,18 @@ def assert_identical(portable: HanamiCluster, engine: HanamiCluster) -> None:
 
 
 def run_both(cluster: HanamiCluster, x, y, batch_size: int = 1, chunk: int | None = None, arena: int | None = None):
-    engine, portable = copy.deepcopy(cluster), copy.deepcopy(cluster)
+    engine = copy.deepcopy(cluster)
     if arena is not None:
         engine._resize_arena(arena)
-        portable._resize_arena(arena)
     out_engine, starts_engine = learn(torch.ops.hanami.train_, engine, x, y, batch_size, chunk)
-    out_portable, starts_portable = learn(torch.ops.hanami.train_portable_, portable, x, y, batch_size, chunk)
-    assert torch.equal(out_portable, out_engine)
-    assert starts_portable == starts_engine
-    assert_identical(portable, engine)
+    for op in PORTABLE_ORDERS:
+        portable = copy.deepcopy(cluster)
+        if arena is not None:
+            portable._resize_arena(arena)
+        out_portable, starts_portable = learn(op, portable, x, y, batch_size, chunk)
+        assert torch.equal(out_portable, out_engine)
+        assert starts_portable == starts_engine
+        assert_identical(portable, engine)
     return portable, starts_engine
 
 
@@ -245,6 +260,8 @@ def test_portable_op_refuses_compat_and_bad_arguments():
     ):
         with pytest.raises(RuntimeError, match=message):
             torch.ops.hanami.train_portable_(*args, start, pending, batch_size)
+    with pytest.raises(RuntimeError, match="item_order must be 0"):
+        torch.ops.hanami.train_portable_(*args, 0, torch.empty(0), 1, item_order=2)
     with pytest.raises(RuntimeError, match=r"inputs must be \[4, 25\]"):
         torch.ops.hanami.train_portable_(cluster._layout(), cluster._state(), cluster.config, x[:, :7].contiguous(),
                                          y, torch.empty(4, 5), 0, torch.empty(0), 1)

@@ -1,7 +1,7 @@
 // The portable train step (csrc/portable/train_step.h) on the CPU, as the test-only op
-// hanami::train_portable_ (schema of train_): tests/test_portable_train.py checks that it grows
-// and learns bit for bit what the engine's train_ does, so that the GPU, which runs the same code
-// in one thread (csrc/cuda/train_cuda.cu), is checked on every machine.
+// hanami::train_portable_ (train_'s schema plus item_order): tests/test_portable_train.py checks
+// that it grows and learns bit for bit what the engine's train_ does, so that the GPU, which runs
+// the same code on a thread block (csrc/cuda/train_cuda.cu), is checked on every machine.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -12,6 +12,28 @@
 
 namespace hanami {
 namespace {
+
+// The portable step's team on the CPU: one thread runs every item of a phase, in ascending order
+// or (item_order 1) in descending order. Both orders must grow what the engine grows; on the GPU
+// the items of a phase run at once, in no order.
+struct SerialTeam {
+  bool descending = false;
+  bool leader() const { return true; }
+  void sync() const {}
+  template <class F>
+  void for_each(int64_t n, F item) const {
+    if (descending)
+      for (int64_t i = n - 1; i >= 0; --i) item(i);
+    else
+      for (int64_t i = 0; i < n; ++i) item(i);
+  }
+  template <typename T>
+  T add(T* at, T amount) const {
+    const T old = *at;
+    *at = T(old + amount);
+    return old;
+  }
+};
 
 portable::TrainNet portable_net(const ClusterView& v) {
   portable::TrainNet net;
@@ -43,7 +65,7 @@ portable::TrainNet portable_net(const ClusterView& v) {
 
 void train_portable_cpu(at::TensorList layout, at::TensorList state, const at::Tensor& config,
                         const at::Tensor& inputs, const at::Tensor& targets, const at::Tensor& outputs,
-                        int64_t start, const at::Tensor& pending, int64_t batch_size) {
+                        int64_t start, const at::Tensor& pending, int64_t batch_size, int64_t item_order) {
   ClusterView view = make_view(layout.vec(), state.vec());
   const Config cfg = make_config(config);
   HANAMI_CHECK(!cfg.compat, "hanami: the portable train step has no compat mode (compat mode learns "
@@ -54,6 +76,7 @@ void train_portable_cpu(at::TensorList layout, at::TensorList state, const at::T
               "hanami: reduction needs syn_counter as large as the arena");
   HANAMI_CHECK(view.syn_accum != nullptr || !cfg.adagrad,
               "hanami: the Adagrad optimizer needs syn_accum as large as the arena");
+  HANAMI_CHECK(item_order == 0 || item_order == 1, "hanami: item_order must be 0 (ascending) or 1 (descending)");
   const portable::TrainNet net = portable_net(view);
   const portable::TrainConfig step_config = portable::config_from(config.data_ptr<double>());
   at::Tensor scratch = at::empty(
@@ -62,7 +85,7 @@ void train_portable_cpu(at::TensorList layout, at::TensorList state, const at::T
   portable::Scratch sc = portable::carve_scratch(scratch.data_ptr(), view.n_neurons, view.n_blocks,
                                                  view.n_bricks, view.capacity);
   view.counters[kProcessed] =
-      portable::train(net, step_config, sc, inputs.data_ptr<float>(), shape.n_in,
+      portable::train(SerialTeam{item_order == 1}, net, step_config, sc, inputs.data_ptr<float>(), shape.n_in,
                       targets.data_ptr<float>(), shape.n_out, outputs.data_ptr<float>(), start,
                       shape.count, batch_size);
 }

@@ -12,8 +12,8 @@
 namespace hanami {
 namespace cuda {
 
-// train_ over samples [start, count): the portable step (csrc/portable/train_step.h) in one GPU
-// thread, sample after sample, with no host round trip; counters[kProcessed] receives the first
+// train_ over samples [start, count): the portable step (csrc/portable/train_step.h) on one thread
+// block, sample after sample, with no host round trip; counters[kProcessed] receives the first
 // sample not done. config: the float64 config vector on the device; scratch:
 // portable::scratch_bytes(...) bytes on the device.
 cudaError_t launch_train(const portable::TrainNet& net, const double* config, void* scratch,

@@ -1,12 +1,29 @@
 // Hanami's online learning cycle (train_) as plain, allocation-free code that runs on the CPU and,
-// in one CUDA thread, on the GPU: the same steps in the same order as Engine::train in the default
-// mode (csrc/cpu/engine.cpp), so that both grow the identical network, arena layout included.
+// spread over one thread block, on the GPU: the same steps in the same order as Engine::train in
+// the default mode (csrc/cpu/engine.cpp), so that both grow the identical network, arena layout
+// included.
 //
 // Everything works on raw pointers: the cluster's tensors (TrainNet) and one scratch buffer whose
 // size the host computes with scratch_bytes() before the call. No STL container, no exception, no
 // allocation; the few sorts are heap sorts over unique keys (so any correct sort gives the
 // engine's order). The per-block section lists that the engine keeps in vectors are rebuilt from
 // sec_block when needed (ascending section id: the default mode's processing order).
+//
+// Parallel structure. A sample's cycle is a sequence of phases. A phase either runs `n` items
+// that are independent of each other (team.for_each: any order, or all at once, gives the same
+// result), or is serial work of the team's leader (slot allocation, sorted growth). Phases are
+// separated by team.sync(). The Team type is the caller's:
+//   - on the GPU (csrc/cuda/train_cuda.cu) the threads of one block: for_each is a block-stride
+//     loop, sync() is __syncthreads(), add() an atomic add;
+//   - on the CPU (csrc/cpu/portable_cpu.cpp) one thread that runs every item, in ascending or in
+//     descending order: the tests run both orders against the engine, so an item that depended
+//     on another item of its phase would show up there.
+// Floats are added in the engine's order: the walks store each slot's contribution, and one item
+// per target neuron then sums its contributions in processing order (sections of the block in
+// ascending id, slots in order), so the GPU does not need float atomics.
+//
+// Team-wide scalars (counts of appended requests, flags) live in the scratch buffer (Shared), so
+// that every thread of a block sees them after a sync.
 //
 // Not here: compat mode (Hanami's connection-block grid and last-writer-wins requests); callers
 // refuse it.
@@ -110,48 +127,50 @@ struct Request {
   float offset;
 };
 
+// Team-wide scalars (see the top of the file).
+struct Shared {
+  int32_t n_requests;   // entries of Scratch::requests
+  int32_t n_grown;      // entries of Scratch::grown
+  int32_t n_create;     // input neurons that fired for the first time (input phase)
+  int32_t lists_valid;  // block_begin/block_list describe sec_block (no section created or freed since)
+  int32_t any_pending;  // sections freed by reduction may wait for re-creation
+  int32_t verdict;      // the leader's answer to the team (does the compaction fit, ...)
+  int64_t arena_total;  // compaction: slots of the packed arena
+};
+
 // The scratch buffer, carved by carve_scratch() from one allocation of scratch_bytes().
 struct Scratch {
-  float* block_input;        // [blocks*64] input accumulators
   float* block_delta;        // [blocks*256] deltas (entries >= 64 stay 0)
   uint8_t* block_positive;   // [blocks*256] potential > 0 (reduction)
   float* slot_value;         // [sections] per-section backward sums
   int32_t* block_begin;      // [blocks+1] CSR of the live sections per block
   int32_t* block_fill;       // [blocks] fill cursor while the CSR is built
   int32_t* block_list;       // [sections]
-  int32_t* visit_section;    // [sections] reached sections of the sample, in walk order
-  int32_t* visit_reached;    // [sections]
-  int32_t* brick_visits;     // [bricks+1] first visit of each brick
-  int32_t* active_hidden;    // [neurons] neurons that fired, per brick in order
-  int32_t* brick_active;     // [bricks+1] first entry of each brick in active_hidden
+  int32_t* visit_reached;    // [sections] reached slots of block_list[i] in this sample (0: none)
   int32_t* grown;            // [sections] sections whose length grew in the current brick
   int32_t* new_start;        // [sections] compaction: new first slot of each section
   Request* requests;         // [sections + neurons]
+  float* slot_contrib;       // [capacity] what each reached slot adds to its target (forward)
   float* arena_temp;         // [capacity] compaction: one arena array at a time
-  int32_t n_requests;
-  bool lists_valid;  // block_begin/block_list describe sec_block (no section created or freed since)
-  bool any_pending;  // sections freed by reduction may wait for re-creation
+  Shared* shared;
 };
 
 HANAMI_STEP int64_t align_up(int64_t n) { return (n + 15) & ~int64_t(15); }
 
 HANAMI_STEP int64_t scratch_bytes(int64_t n_neurons, int64_t n_blocks, int64_t n_bricks,
                                   int64_t capacity) {
+  (void)n_bricks;
   const int64_t sections = n_neurons * kSectionsPerNeuron;
   int64_t total = 0;
-  total += align_up(n_blocks * kNeuronsPerBlock * 4);
   total += align_up(n_blocks * kDeltaStride * 4);
   total += align_up(n_blocks * kDeltaStride);
   total += align_up(sections * 4);        // slot_value
   total += align_up((n_blocks + 1) * 4);  // block_begin
   total += align_up(n_blocks * 4);        // block_fill
-  total += align_up(sections * 4) * 3;    // block_list, visit_section, visit_reached
-  total += align_up((n_bricks + 1) * 4);
-  total += align_up(n_neurons * 4);
-  total += align_up((n_bricks + 1) * 4);
-  total += align_up(sections * 4) * 2;  // grown, new_start
+  total += align_up(sections * 4) * 4;    // block_list, visit_reached, grown, new_start
   total += align_up((sections + n_neurons) * int64_t(sizeof(Request)));
-  total += align_up(capacity * 4);
+  total += align_up(capacity * 4) * 2;    // slot_contrib, arena_temp
+  total += align_up(int64_t(sizeof(Shared)));
   return total;
 }
 
@@ -161,30 +180,26 @@ HANAMI_STEP char* take(char** p, int64_t bytes) {
   return at;
 }
 
+// Pointers only: every thread of a team carves the same buffer; begin_call() initialises it.
 HANAMI_STEP Scratch carve_scratch(void* buffer, int64_t n_neurons, int64_t n_blocks,
                                   int64_t n_bricks, int64_t capacity) {
+  (void)n_bricks;
   const int64_t sections = n_neurons * kSectionsPerNeuron;
   char* p = static_cast<char*>(buffer);
   Scratch s;
-  s.block_input = reinterpret_cast<float*>(take(&p, n_blocks * kNeuronsPerBlock * 4));
   s.block_delta = reinterpret_cast<float*>(take(&p, n_blocks * kDeltaStride * 4));
   s.block_positive = reinterpret_cast<uint8_t*>(take(&p, n_blocks * kDeltaStride));
   s.slot_value = reinterpret_cast<float*>(take(&p, sections * 4));
   s.block_begin = reinterpret_cast<int32_t*>(take(&p, (n_blocks + 1) * 4));
   s.block_fill = reinterpret_cast<int32_t*>(take(&p, n_blocks * 4));
   s.block_list = reinterpret_cast<int32_t*>(take(&p, sections * 4));
-  s.visit_section = reinterpret_cast<int32_t*>(take(&p, sections * 4));
   s.visit_reached = reinterpret_cast<int32_t*>(take(&p, sections * 4));
-  s.brick_visits = reinterpret_cast<int32_t*>(take(&p, (n_bricks + 1) * 4));
-  s.active_hidden = reinterpret_cast<int32_t*>(take(&p, n_neurons * 4));
-  s.brick_active = reinterpret_cast<int32_t*>(take(&p, (n_bricks + 1) * 4));
   s.grown = reinterpret_cast<int32_t*>(take(&p, sections * 4));
   s.new_start = reinterpret_cast<int32_t*>(take(&p, sections * 4));
   s.requests = reinterpret_cast<Request*>(take(&p, (sections + n_neurons) * int64_t(sizeof(Request))));
+  s.slot_contrib = reinterpret_cast<float*>(take(&p, capacity * 4));
   s.arena_temp = reinterpret_cast<float*>(take(&p, capacity * 4));
-  s.n_requests = 0;
-  s.lists_valid = false;
-  s.any_pending = true;
+  s.shared = reinterpret_cast<Shared*>(take(&p, int64_t(sizeof(Shared))));
   return s;
 }
 
@@ -254,9 +269,10 @@ HANAMI_STEP void copy_n(const T* from, int64_t n, T* to) {
 
 // ---- the live sections per block, ascending section id ------------------------------------------
 
-HANAMI_STEP void build_block_lists(const TrainNet& v, Scratch& sc) {
-  if (sc.lists_valid) return;
-  sc.lists_valid = true;
+// The leader's part: rebuilds the lists when a section was created or freed since the last build.
+HANAMI_STEP void build_block_lists_now(const TrainNet& v, Scratch& sc) {
+  if (sc.shared->lists_valid) return;
+  sc.shared->lists_valid = 1;
   const int64_t n_sections = int64_t(v.n_neurons) * kSectionsPerNeuron;
   for (int g = 0; g <= v.n_blocks; ++g) sc.block_begin[g] = 0;
   for (int64_t s = 0; s < n_sections; ++s)
@@ -269,7 +285,13 @@ HANAMI_STEP void build_block_lists(const TrainNet& v, Scratch& sc) {
     if (v.sec_block[s] >= 0) sc.block_list[sc.block_fill[v.sec_block[s]]++] = int32_t(s);
 }
 
-// ---- arena ---------------------------------------------------------------------------------------
+template <class Team>
+HANAMI_STEP void build_block_lists(const Team& team, const TrainNet& v, Scratch& sc) {
+  if (team.leader()) build_block_lists_now(v, sc);
+  team.sync();
+}
+
+// ---- arena (leader only: slots are handed out in the engine's order) ----------------------------
 
 HANAMI_STEP int64_t allocate(const TrainNet& v, int n_slots) {
   const int64_t top = v.counters[kArenaTop];
@@ -305,59 +327,79 @@ HANAMI_STEP void ensure_reserve(const TrainNet& v, const TrainConfig& cfg, int32
 }
 
 // One arena array rewritten in the new order through the temp buffer (T is 4 or 1 bytes wide).
-template <typename T>
-HANAMI_STEP void compact_array(const TrainNet& v, Scratch& sc, T* array, T fill, int64_t total) {
+template <class Team, typename T>
+HANAMI_STEP void compact_array(const Team& team, const TrainNet& v, Scratch& sc, T* array, T fill,
+                               int64_t total) {
   T* temp = reinterpret_cast<T*>(sc.arena_temp);
-  for (int64_t i = 0; i < total; ++i) temp[i] = fill;
-  for (int g = 0; g < v.n_blocks; ++g)
-    for (int32_t i = sc.block_begin[g]; i < sc.block_begin[g + 1]; ++i) {
-      const int32_t s = sc.block_list[i];
-      copy_n(array + v.sec_start[s], int64_t(v.sec_len[s]), temp + sc.new_start[s]);
-    }
-  copy_n(temp, total, array);
+  team.for_each(total, [&](int64_t i) { temp[i] = fill; });
+  team.sync();
+  team.for_each(sc.block_begin[v.n_blocks], [&](int64_t i) {
+    const int32_t s = sc.block_list[i];
+    copy_n(array + v.sec_start[s], int64_t(v.sec_len[s]), temp + sc.new_start[s]);
+  });
+  team.sync();
+  team.for_each(total, [&](int64_t i) { array[i] = temp[i]; });
+  team.sync();
 }
 
 // Rewrites the arena densely in processing order (blocks in order, ascending section id),
 // len + slack slots per section. Returns false, changing nothing, when that does not fit.
-HANAMI_STEP bool compact(const TrainNet& v, Scratch& sc, int slack) {
-  build_block_lists(v, sc);
-  int64_t total = 0;
-  for (int32_t i = 0; i < sc.block_begin[v.n_blocks]; ++i)
-    total += reserve_for(v.sec_len[sc.block_list[i]], slack);
-  if (total > v.capacity) return false;
-  int64_t top = 0;
-  for (int32_t i = 0; i < sc.block_begin[v.n_blocks]; ++i) {
-    const int32_t s = sc.block_list[i];
-    sc.new_start[s] = int32_t(top);
-    top += reserve_for(v.sec_len[s], slack);
+template <class Team>
+HANAMI_STEP bool compact(const Team& team, const TrainNet& v, Scratch& sc, int slack) {
+  build_block_lists(team, v, sc);
+  const int32_t n_live = sc.block_begin[v.n_blocks];
+  if (team.leader()) {
+    int64_t total = 0;
+    for (int32_t i = 0; i < n_live; ++i) {
+      const int32_t s = sc.block_list[i];
+      sc.new_start[s] = int32_t(total);
+      total += reserve_for(v.sec_len[s], slack);
+    }
+    sc.shared->verdict = total <= v.capacity;
+    sc.shared->arena_total = total;
   }
-  compact_array<float>(v, sc, v.syn_weight, 0.0f, total);
-  compact_array<float>(v, sc, v.syn_upper, 0.0f, total);
-  compact_array<uint8_t>(v, sc, v.syn_target, kEmptyTarget, total);
-  if (v.syn_counter) compact_array<uint8_t>(v, sc, v.syn_counter, uint8_t(0), total);
-  if (v.syn_accum) compact_array<float>(v, sc, v.syn_accum, 0.0f, total);
-  if (v.syn_pending) compact_array<float>(v, sc, v.syn_pending, 0.0f, total);
-  for (int32_t i = 0; i < sc.block_begin[v.n_blocks]; ++i) {
+  team.sync();
+  const bool fits = sc.shared->verdict != 0;
+  const int64_t total = sc.shared->arena_total;
+  team.sync();  // everyone has read the verdict before anyone may write it again
+  if (!fits) return false;
+  compact_array(team, v, sc, v.syn_weight, 0.0f, total);
+  compact_array(team, v, sc, v.syn_upper, 0.0f, total);
+  compact_array(team, v, sc, v.syn_target, uint8_t(kEmptyTarget), total);
+  if (v.syn_counter) compact_array(team, v, sc, v.syn_counter, uint8_t(0), total);
+  if (v.syn_accum) compact_array(team, v, sc, v.syn_accum, 0.0f, total);
+  if (v.syn_pending) compact_array(team, v, sc, v.syn_pending, 0.0f, total);
+  team.for_each(n_live, [&](int64_t i) {
     const int32_t s = sc.block_list[i];
     v.sec_start[s] = sc.new_start[s];
     v.sec_cap[s] = uint8_t(reserve_for(v.sec_len[s], slack));
+  });
+  if (team.leader()) {
+    v.counters[kArenaTop] = total;
+    v.counters[kGarbage] = 0;
+    v.counters[kNeedy] = 0;
   }
-  v.counters[kArenaTop] = top;
-  v.counters[kGarbage] = 0;
-  v.counters[kNeedy] = 0;
+  team.sync();
   return true;
 }
 
 // Gradient rule, instead of a compaction: the sections still without their reserve get it, in
 // processing order. Returns false when the arena is full.
-HANAMI_STEP bool reserve_waiting(const TrainNet& v, const TrainConfig& cfg, Scratch& sc) {
-  v.counters[kNeedy] = 0;
-  build_block_lists(v, sc);
-  for (int32_t i = 0; i < sc.block_begin[v.n_blocks]; ++i) ensure_reserve(v, cfg, sc.block_list[i]);
-  return v.counters[kNeedy] == 0;
+template <class Team>
+HANAMI_STEP bool reserve_waiting(const Team& team, const TrainNet& v, const TrainConfig& cfg, Scratch& sc) {
+  team.sync();  // every member has read the counters that led here
+  if (team.leader()) {
+    v.counters[kNeedy] = 0;
+    build_block_lists_now(v, sc);
+    for (int32_t i = 0; i < sc.block_begin[v.n_blocks]; ++i) ensure_reserve(v, cfg, sc.block_list[i]);
+  }
+  team.sync();
+  const bool done = v.counters[kNeedy] == 0;
+  team.sync();
+  return done;
 }
 
-// ---- sections --------------------------------------------------------------------------------------
+// ---- sections (leader only) -----------------------------------------------------------------------
 
 // Creates a section for `neuron` (spec §4.7): first free slot (or `fixed_slot`), a target brick
 // from the brick's list, a target block drawn uniformly or, with receptive fields, among the
@@ -386,7 +428,7 @@ HANAMI_STEP bool create_section(const TrainNet& v, const TrainConfig& cfg, Scrat
                            cfg.field_radius, pick_block)
              : int32_t(pick_block % uint32_t(n_blocks)));
   v.sec_block[s] = block;
-  sc.lists_valid = false;
+  sc.shared->lists_valid = 0;
   v.sec_offset[s] = offset;
   v.sec_has_next[s] = 0;
   v.sec_len[s] = 0;
@@ -399,42 +441,50 @@ HANAMI_STEP bool create_section(const TrainNet& v, const TrainConfig& cfg, Scrat
 
 // The default mode's growth step: sections freed by reduction are re-created in their slots
 // (ascending id), then the sample's requests in (neuron, origin) order.
-HANAMI_STEP void create_requested_sections(const TrainNet& v, const TrainConfig& cfg, Scratch& sc,
-                                           int64_t step) {
-  const int64_t n_sections = sc.any_pending ? int64_t(v.n_neurons) * kSectionsPerNeuron : 0;
-  sc.any_pending = false;
-  for (int64_t s = 0; s < n_sections; ++s) {
-    if (v.sec_block[s] != kPendingSection) continue;
-    v.sec_block[s] = kNoSection;
-    const uint8_t had_next = v.sec_has_next[s];
-    if (create_section(v, cfg, sc, step, int32_t(s / kSectionsPerNeuron), v.sec_offset[s],
-                       int32_t(s % kSectionsPerNeuron)))
-      v.sec_has_next[s] = had_next;
+template <class Team>
+HANAMI_STEP void create_requested_sections(const Team& team, const TrainNet& v, const TrainConfig& cfg,
+                                           Scratch& sc, int64_t step) {
+  if (team.leader()) {
+    Shared& sh = *sc.shared;
+    const int64_t n_sections = sh.any_pending ? int64_t(v.n_neurons) * kSectionsPerNeuron : 0;
+    sh.any_pending = 0;
+    for (int64_t s = 0; s < n_sections; ++s) {
+      if (v.sec_block[s] != kPendingSection) continue;
+      v.sec_block[s] = kNoSection;
+      const uint8_t had_next = v.sec_has_next[s];
+      if (create_section(v, cfg, sc, step, int32_t(s / kSectionsPerNeuron), v.sec_offset[s],
+                         int32_t(s % kSectionsPerNeuron)))
+        v.sec_has_next[s] = had_next;
+    }
+    heap_sort(sc.requests, int64_t(sh.n_requests), RequestKey());
+    for (int32_t i = 0; i < sh.n_requests; ++i)
+      create_section(v, cfg, sc, step, int32_t(sc.requests[i].key >> 32), sc.requests[i].offset, -1);
+    sh.n_requests = 0;
   }
-  heap_sort(sc.requests, int64_t(sc.n_requests), RequestKey());
-  for (int32_t i = 0; i < sc.n_requests; ++i)
-    create_section(v, cfg, sc, step, int32_t(sc.requests[i].key >> 32), sc.requests[i].offset, -1);
-  sc.n_requests = 0;
+  team.sync();
 }
 
-// ---- walks --------------------------------------------------------------------------------------
+// ---- walks (one item per section) -----------------------------------------------------------------
 
-HANAMI_STEP void add_request(Scratch& sc, int32_t neuron, int32_t origin, float offset) {
-  sc.requests[sc.n_requests++] = {(int64_t(neuron) << 32) + int64_t(origin + 1), offset};
+template <class Team>
+HANAMI_STEP void add_request(const Team& team, Scratch& sc, int32_t neuron, int32_t origin, float offset) {
+  sc.requests[team.add(&sc.shared->n_requests, 1)] = {(int64_t(neuron) << 32) + int64_t(origin + 1), offset};
 }
 
-HANAMI_STEP int32_t finish_walk(const TrainNet& v, Scratch& sc, int32_t s, int32_t reached_slots,
-                                bool survived, float last_upper) {
+template <class Team>
+HANAMI_STEP int32_t finish_walk(const Team& team, const TrainNet& v, Scratch& sc, int32_t s,
+                                int32_t reached_slots, bool survived, float last_upper) {
   if (survived && !v.sec_has_next[s]) {
     v.sec_has_next[s] = 1;
-    add_request(sc, s / kSectionsPerNeuron, s, chain_offset(v.sec_offset[s], last_upper, false));
+    add_request(team, sc, s / kSectionsPerNeuron, s, chain_offset(v.sec_offset[s], last_upper, false));
   }
   return reached_slots;
 }
 
-// The synapse of an empty slot that a training walk reached (spec §4.4); returns its target.
-HANAMI_STEP int32_t create_synapse(const TrainNet& v, const TrainConfig& cfg, int64_t step, int32_t s,
-                                   int k, float p_above, float lower, int32_t block_neurons) {
+// The synapse of an empty slot that a training walk reached (spec §4.4).
+template <class Team>
+HANAMI_STEP void create_synapse(const Team& team, const TrainNet& v, const TrainConfig& cfg, int64_t step,
+                                int32_t s, int k, float p_above, float lower, int32_t block_neurons) {
   const int64_t base = v.sec_start[s];
   const int len = v.sec_len[s];
   const uint32_t key = uint32_t(s);
@@ -451,33 +501,34 @@ HANAMI_STEP int32_t create_synapse(const TrainNet& v, const TrainConfig& cfg, in
   if (v.syn_accum) v.syn_accum[base + k] = 0.0f;
   if (v.syn_pending) v.syn_pending[base + k] = 0.0f;
   if (k >= len) v.sec_len[s] = uint8_t(k + 1);
-  v.counters[kSynapses] += 1;
-  return v.syn_target[base + k];
+  team.add(&v.counters[kSynapses], int64_t(1));
 }
 
-// Training walk of one section (spec §4.3): creates, splits, adds contributions, asks for a
-// successor when the signal survives all 63 slots. Returns the number of reached slots.
-HANAMI_STEP int32_t walk_train(const TrainNet& v, const TrainConfig& cfg, Scratch& sc, int64_t step,
-                               int32_t s, float potential, float* block_input, int32_t block_neurons,
-                               int32_t* n_grown) {
+// Training walk of one section (spec §4.3): creates, splits, stores what each reached slot adds
+// to its target in slot_contrib, asks for a successor when the signal survives all 63 slots.
+// Touches only section s (and the team-wide lists). Returns the number of reached slots.
+template <class Team>
+HANAMI_STEP int32_t walk_train(const Team& team, const TrainNet& v, const TrainConfig& cfg, Scratch& sc,
+                               int64_t step, int32_t s, float potential, int32_t block_neurons) {
   const float p_above = potential - v.sec_offset[s];
   const int64_t base = v.sec_start[s];
   float* upper = v.syn_upper + base;
   float* weight = v.syn_weight + base;
   uint8_t* target = v.syn_target + base;
+  float* contrib = sc.slot_contrib + base;
   const int len = v.sec_len[s];
   float lower = 0.0f;
   int k = 0;
   for (; k < len; ++k) {
     const float r = remaining(p_above, lower);
-    if (!reached(r)) return finish_walk(v, sc, s, k, false, 0.0f);
+    if (!reached(r)) return finish_walk(team, v, sc, s, k, false, 0.0f);
     const uint8_t t = target[k];
     const float u = upper[k];
     const float border = u - lower;
     if (t == kEmptyTarget || r < border) {
       if (t == kEmptyTarget) {
-        const int32_t created = create_synapse(v, cfg, step, s, k, p_above, lower, block_neurons);
-        block_input[created] += contribution(weight[k], r, upper[k] - lower);
+        create_synapse(team, v, cfg, step, s, k, p_above, lower, block_neurons);
+        contrib[k] = contribution(weight[k], r, upper[k] - lower);
       } else {
         float b = border;
         // the gradient rule splits only the last slot (engine.cpp: borders under trained weights)
@@ -494,179 +545,206 @@ HANAMI_STEP int32_t walk_train(const TrainNet& v, const TrainConfig& cfg, Scratc
           }
           b = upper[k] - lower;
         }
-        block_input[t] += contribution(weight[k], r, b);
+        contrib[k] = contribution(weight[k], r, b);
       }
-      if (v.sec_len[s] != len) sc.grown[(*n_grown)++] = s;
-      return finish_walk(v, sc, s, k + 1, false, 0.0f);
+      if (v.sec_len[s] != len) sc.grown[team.add(&sc.shared->n_grown, 1)] = s;
+      return finish_walk(team, v, sc, s, k + 1, false, 0.0f);
     }
-    block_input[t] += weight[k];
+    contrib[k] = weight[k];
     lower = u;
   }
   const float r = remaining(p_above, lower);
   if (k < kSynapsesPerSection) {
-    if (!reached(r)) return finish_walk(v, sc, s, k, false, 0.0f);
-    const int32_t created = create_synapse(v, cfg, step, s, k, p_above, lower, block_neurons);
-    block_input[created] += contribution(weight[k], r, upper[k] - lower);
-    sc.grown[(*n_grown)++] = s;
-    return finish_walk(v, sc, s, k + 1, false, 0.0f);
+    if (!reached(r)) return finish_walk(team, v, sc, s, k, false, 0.0f);
+    create_synapse(team, v, cfg, step, s, k, p_above, lower, block_neurons);
+    contrib[k] = contribution(weight[k], r, upper[k] - lower);
+    sc.grown[team.add(&sc.shared->n_grown, 1)] = s;
+    return finish_walk(team, v, sc, s, k + 1, false, 0.0f);
   }
-  return finish_walk(v, sc, s, k, reached(r), lower);  // all 63 slots: the chain may grow
+  return finish_walk(team, v, sc, s, k, reached(r), lower);  // all 63 slots: the chain may grow
 }
 
 // ---- phases ---------------------------------------------------------------------------------------
 
 // Raw inputs become the input neurons' potentials; a newly firing input neuron gets its first
 // sections. Returns false when those found no room and a compaction does not help.
-HANAMI_STEP bool input_phase(const TrainNet& v, const TrainConfig& cfg, Scratch& sc, int64_t step,
-                             const float* x) {
+template <class Team>
+HANAMI_STEP bool input_phase(const Team& team, const TrainNet& v, const TrainConfig& cfg, Scratch& sc,
+                             int64_t step, const float* x) {
   for (int b = 0; b < v.n_bricks; ++b) {
     if (v.brick_kind(b) != kInput) continue;
     const int32_t start = v.brick_start(b);
     const float* values = x + v.brick_io(b);
-    for (int i = 0; i < v.brick_count(b); ++i) {
+    team.for_each(v.brick_count(b), [&](int64_t i) {
       v.potential[start + i] = values[i];
       v.active[start + i] = values[i] > 0.0f;
+      if (values[i] > 0.0f && in_use(v, int32_t(start + i)) == 0) team.add(&sc.shared->n_create, 1);
+    });
+    team.sync();
+    if (team.leader() && sc.shared->n_create > 0) {  // first sections, in neuron order
+      sc.shared->n_create = 0;
+      for (int i = 0; i < v.brick_count(b); ++i)
+        if (v.active[start + i] && in_use(v, start + i) == 0)
+          for (int f = 0; f < cfg.input_fan_in; ++f) create_section(v, cfg, sc, step, start + i, 0.0f, -1);
     }
-    for (int i = 0; i < v.brick_count(b); ++i)
-      if (v.active[start + i] && in_use(v, start + i) == 0)
-        for (int f = 0; f < cfg.input_fan_in; ++f) create_section(v, cfg, sc, step, start + i, 0.0f, -1);
+    team.sync();
   }
   if (v.counters[kNeedy] == 0) return true;
-  return cfg.gradient_rule ? reserve_waiting(v, cfg, sc) : compact(v, sc, kCompactSlack);
-}
-
-HANAMI_STEP void forward_brick(const TrainNet& v, const TrainConfig& cfg, Scratch& sc, int64_t step,
-                               int b, int32_t* n_visits) {
-  int32_t n_grown = 0;
-  for (int g = v.brick_first_block(b); g < v.brick_first_block(b) + v.brick_blocks(b); ++g) {
-    float* block_input = sc.block_input + int64_t(g) * kNeuronsPerBlock;
-    const int32_t block_neurons = v.block_count(g);
-    for (int32_t i = sc.block_begin[g]; i < sc.block_begin[g + 1]; ++i) {
-      const int32_t s = sc.block_list[i];
-      const int32_t neuron = s / kSectionsPerNeuron;
-      if (!v.active[neuron]) continue;
-      sc.visit_section[*n_visits] = s;
-      sc.visit_reached[*n_visits] =
-          walk_train(v, cfg, sc, step, s, v.potential[neuron], block_input, block_neurons, &n_grown);
-      *n_visits += 1;
-    }
-  }
-  // reserves are renewed in section order (engine.cpp: merge_lanes)
-  heap_sort(sc.grown, int64_t(n_grown), IntKey());
-  for (int32_t i = 0; i < n_grown; ++i) ensure_reserve(v, cfg, sc.grown[i]);
+  return cfg.gradient_rule ? reserve_waiting(team, v, cfg, sc) : compact(team, v, sc, kCompactSlack);
 }
 
 // entry of a brick's neuron i in rows of kDeltaStride per block, counted from the brick's first block
-HANAMI_STEP int64_t row_index(int i) {
-  return int64_t(i / kNeuronsPerBlock) * kDeltaStride + i % kNeuronsPerBlock;
+HANAMI_STEP int64_t row_index(int64_t i) {
+  return (i / kNeuronsPerBlock) * kDeltaStride + i % kNeuronsPerBlock;
 }
 
-HANAMI_STEP void update_neurons(const TrainNet& v, const TrainConfig& cfg, Scratch& sc, int b,
-                                const float* target, float* output) {
-  const int32_t start = v.brick_start(b);
-  const int32_t first_block = v.brick_first_block(b);
-  const int count = v.brick_count(b);
-  float* input = sc.block_input + int64_t(first_block) * kNeuronsPerBlock;
-  float* delta = sc.block_delta + int64_t(first_block) * kDeltaStride;
-  uint8_t* positive = sc.block_positive + int64_t(first_block) * kDeltaStride;
-  int32_t n_active = sc.brick_active[b];
+// A neuron's input: its reached slots' contributions added in the engine's order (the block's
+// sections in list order, their slots in order), starting from 0.
+HANAMI_STEP float neuron_input(const TrainNet& v, const Scratch& sc, int32_t g, int32_t i) {
+  float sum = 0.0f;
+  for (int32_t pos = sc.block_begin[g]; pos < sc.block_begin[g + 1]; ++pos) {
+    const int32_t count = sc.visit_reached[pos];
+    if (count == 0) continue;
+    const int64_t base = v.sec_start[sc.block_list[pos]];
+    for (int k = 0; k < count; ++k)
+      if (v.syn_target[base + k] == i) sum = sum + sc.slot_contrib[base + k];
+  }
+  return sum;
+}
+
+// The new value of a brick's neuron i (brick-local) from its input: the sigmoid for an output
+// neuron (with its delta), hidden_step of rules.h for a hidden one, split as in engine.cpp.
+template <class Team>
+HANAMI_STEP void update_neuron(const Team& team, const TrainNet& v, const TrainConfig& cfg, Scratch& sc,
+                               int b, int32_t i, float input, const float* target, float* output) {
+  const int32_t n = v.brick_start(b) + i;
+  float* delta = sc.block_delta + int64_t(v.brick_first_block(b)) * kDeltaStride;
+  uint8_t* positive = sc.block_positive + int64_t(v.brick_first_block(b)) * kDeltaStride;
   if (v.brick_kind(b) == kOutput) {
-    for (int i = 0; i < count; ++i) {
-      const float o = output_activation(input[i]);
-      v.potential[start + i] = o;
-      v.active[start + i] = 0;
-      output[v.brick_io(b) + i] = o;
-      delta[row_index(i)] = output_delta(o, target[v.brick_io(b) + i]);
-      if (v.syn_counter) positive[row_index(i)] = o > 0.0f;
-    }
-  } else {
-    for (int i = 0; i < count; ++i) {  // hidden_step (rules.h), split as in engine.cpp
-      const int32_t n = start + i;
-      const uint8_t shifted = uint8_t(v.refractory[n] >> 1);
-      const bool let_in = shifted == 0;
-      v.refractory[n] = let_in ? cfg.refractory_time : shifted;
-      const float decayed = v.potential[n] / cfg.cooldown;
-      const float p = let_in ? decayed + input[i] : decayed;
-      v.active[n] = p > 0.0f;
-      v.potential[n] = p > 0.0f ? p : 0.0f;
-      if (v.syn_counter) positive[row_index(i)] = 0;
-      if (p > 0.0f) sc.active_hidden[n_active++] = n;
-    }
-    for (int32_t j = sc.brick_active[b]; j < n_active; ++j) {
-      const int32_t n = sc.active_hidden[j];
-      v.potential[n] = hidden_activation(v.potential[n]);
-      if (v.syn_counter) positive[row_index(n - start)] = v.potential[n] > 0.0f;
-      if (in_use(v, n) == 0) add_request(sc, n, -1, 0.0f);
+    const float o = output_activation(input);
+    v.potential[n] = o;
+    v.active[n] = 0;
+    output[v.brick_io(b) + i] = o;
+    delta[row_index(i)] = output_delta(o, target[v.brick_io(b) + i]);
+    if (v.syn_counter) positive[row_index(i)] = o > 0.0f;
+    return;
+  }
+  const uint8_t shifted = uint8_t(v.refractory[n] >> 1);
+  const bool let_in = shifted == 0;
+  v.refractory[n] = let_in ? cfg.refractory_time : shifted;
+  const float decayed = v.potential[n] / cfg.cooldown;
+  const float p = let_in ? decayed + input : decayed;
+  v.active[n] = p > 0.0f;
+  v.potential[n] = p > 0.0f ? hidden_activation(p) : 0.0f;
+  if (v.syn_counter) positive[row_index(i)] = p > 0.0f && v.potential[n] > 0.0f;
+  if (p > 0.0f && in_use(v, n) == 0) add_request(team, sc, n, -1, 0.0f);
+}
+
+// One brick's forward pass: the walks of its live sections whose source fires (one item each),
+// then each neuron's input and new value (one item each), then the reserves of the sections
+// that grew, renewed in section order (engine.cpp: merge_lanes).
+template <class Team>
+HANAMI_STEP void forward_brick(const Team& team, const TrainNet& v, const TrainConfig& cfg, Scratch& sc,
+                               int64_t step, int b, const float* target, float* output) {
+  const int32_t first_block = v.brick_first_block(b);
+  const int32_t first = sc.block_begin[first_block];
+  team.for_each(sc.block_begin[first_block + v.brick_blocks(b)] - first, [&](int64_t j) {
+    const int32_t pos = first + int32_t(j);
+    const int32_t s = sc.block_list[pos];
+    const int32_t neuron = s / kSectionsPerNeuron;
+    if (!v.active[neuron]) return;
+    sc.visit_reached[pos] = walk_train(team, v, cfg, sc, step, s, v.potential[neuron],
+                                       v.block_count(v.sec_block[s]));
+  });
+  team.sync();
+  team.for_each(int64_t(v.brick_blocks(b)) * kNeuronsPerBlock, [&](int64_t i) {
+    if (i >= v.brick_count(b)) return;
+    const float input = neuron_input(v, sc, first_block + int32_t(i / kNeuronsPerBlock),
+                                     int32_t(i % kNeuronsPerBlock));
+    update_neuron(team, v, cfg, sc, b, int32_t(i), input, target, output);
+  });
+  team.sync();
+  if (team.leader()) {
+    heap_sort(sc.grown, int64_t(sc.shared->n_grown), IntKey());
+    for (int32_t i = 0; i < sc.shared->n_grown; ++i) ensure_reserve(v, cfg, sc.grown[i]);
+    sc.shared->n_grown = 0;
+  }
+  team.sync();
+}
+
+// The backward step of one reached section: reduction counters, the slot sum for its source's
+// delta (16 lanes, simd.h's order) and the weight steps (or, in a batch, the pending sums).
+HANAMI_STEP void backward_section(const TrainNet& v, const TrainConfig& cfg, Scratch& sc, int32_t s,
+                                  int count) {
+  const int32_t g = v.sec_block[s];
+  const float* delta = sc.block_delta + int64_t(g) * kDeltaStride;
+  const int64_t base = v.sec_start[s];
+  float* weight = v.syn_weight + base;
+  const uint8_t* target = v.syn_target + base;
+  if (v.syn_counter) {
+    uint8_t* counter = v.syn_counter + base;
+    const uint8_t* positive = sc.block_positive + int64_t(g) * kDeltaStride;
+    for (int k = 0; k < count; ++k) {
+      const uint8_t t = target[k];
+      const bool useful = positive[t] == (weight[k] > 0.0f);
+      counter[k] = uint8_t(counter[k] + (t != kEmptyTarget && counter[k] < kCounterPersistent && useful));
     }
   }
-  sc.brick_active[b + 1] = n_active;
-  for (int64_t i = 0; i < int64_t(v.brick_blocks(b)) * kNeuronsPerBlock; ++i) input[i] = 0.0f;
+  const bool source_is_input = v.brick_kind(brick_of_neuron(v, s / kSectionsPerNeuron)) == kInput;
+  float lanes[kSumLanes];
+  for (int i = 0; i < kSumLanes; ++i) lanes[i] = 0.0f;
+  for (int k = 0; k < count; ++k) {
+    const float d = delta[target[k]];
+    lanes[k % kSumLanes] = lanes[k % kSumLanes] + d * weight[k];
+    if (v.syn_pending)
+      v.syn_pending[base + k] = v.syn_pending[base + k] + d;
+    else if (v.syn_accum)
+      weight[k] = adagrad_weight(weight[k], v.syn_accum + base + k, d, cfg.learning_rate);
+    else
+      weight[k] = updated_weight(weight[k], d, cfg.learning_rate);
+  }
+  if (!source_is_input || v.syn_accum) sc.slot_value[s] = lane_total(lanes);
 }
 
-// Hanami's backward rule (spec §5): bricks in reverse, deltas of the hidden neurons from their
-// section slots, then every reached synapse into the brick moves by lr * delta of its target (or,
-// in a batch, adds that delta to its pending sum). Sums in the lane order of simd.h.
-HANAMI_STEP void backward(const TrainNet& v, const TrainConfig& cfg, Scratch& sc) {
-  const float lr = cfg.learning_rate;
+// Hanami's backward rule (spec §5): bricks in reverse; a hidden brick's deltas come from its
+// neurons' section sums (one item per neuron), then every section reached in the forward pass
+// takes its step (one item per section).
+template <class Team>
+HANAMI_STEP void backward(const Team& team, const TrainNet& v, const TrainConfig& cfg, Scratch& sc) {
   for (int b = v.n_bricks - 1; b >= 0; --b) {
     const int32_t kind = v.brick_kind(b);
     if (kind == kInput) continue;
+    const int32_t first_block = v.brick_first_block(b);
     if (kind == kHidden) {
       const int32_t start = v.brick_start(b);
-      const int32_t first_block = v.brick_first_block(b);
-      for (int g = first_block; g < first_block + v.brick_blocks(b); ++g)
-        for (int i = 0; i < kNeuronsPerBlock; ++i) sc.block_delta[int64_t(g) * kDeltaStride + i] = 0.0f;
-      for (int32_t j = sc.brick_active[b]; j < sc.brick_active[b + 1]; ++j) {
-        const int32_t n = sc.active_hidden[j];
-        float sum = 0.0f;
-        for (int p = 0; p < kSectionsPerNeuron; ++p) sum = sum + sc.slot_value[int64_t(n) * 8 + p];
-        const int32_t i = n - start;
-        sc.block_delta[int64_t(first_block) * kDeltaStride + row_index(i)] = hidden_delta(sum, v.potential[n]);
-      }
-    }
-    for (int32_t q = sc.brick_visits[b]; q < sc.brick_visits[b + 1]; ++q) {
-      const int32_t s = sc.visit_section[q];
-      const int count = sc.visit_reached[q];
-      const int32_t g = v.sec_block[s];
-      const float* delta = sc.block_delta + int64_t(g) * kDeltaStride;
-      const int64_t base = v.sec_start[s];
-      float* weight = v.syn_weight + base;
-      const uint8_t* target = v.syn_target + base;
-      if (v.syn_counter) {
-        uint8_t* counter = v.syn_counter + base;
-        const uint8_t* positive = sc.block_positive + int64_t(g) * kDeltaStride;
-        for (int k = 0; k < count; ++k) {
-          const uint8_t t = target[k];
-          const bool useful = positive[t] == (weight[k] > 0.0f);
-          counter[k] = uint8_t(counter[k] + (t != kEmptyTarget && counter[k] < kCounterPersistent && useful));
+      float* delta = sc.block_delta + int64_t(first_block) * kDeltaStride;
+      team.for_each(int64_t(v.brick_blocks(b)) * kNeuronsPerBlock, [&](int64_t i) {
+        const int32_t n = start + int32_t(i);
+        float d = 0.0f;
+        if (i < v.brick_count(b) && v.active[n]) {
+          float sum = 0.0f;
+          for (int p = 0; p < kSectionsPerNeuron; ++p) sum = sum + sc.slot_value[int64_t(n) * 8 + p];
+          d = hidden_delta(sum, v.potential[n]);
         }
-      }
-      const bool source_is_input =
-          v.brick_kind(brick_of_neuron(v, s / kSectionsPerNeuron)) == kInput;
-      float lanes[kSumLanes];
-      for (int i = 0; i < kSumLanes; ++i) lanes[i] = 0.0f;
-      for (int k = 0; k < count; ++k) {
-        const float d = delta[target[k]];
-        lanes[k % kSumLanes] = lanes[k % kSumLanes] + d * weight[k];
-        if (v.syn_pending)
-          v.syn_pending[base + k] = v.syn_pending[base + k] + d;
-        else if (v.syn_accum)
-          weight[k] = adagrad_weight(weight[k], v.syn_accum + base + k, d, lr);
-        else
-          weight[k] = updated_weight(weight[k], d, lr);
-      }
-      if (!source_is_input || v.syn_accum) sc.slot_value[s] = lane_total(lanes);
+        delta[row_index(i)] = d;
+      });
+      team.sync();
     }
+    const int32_t first = sc.block_begin[first_block];
+    team.for_each(sc.block_begin[first_block + v.brick_blocks(b)] - first, [&](int64_t j) {
+      const int32_t pos = first + int32_t(j);
+      if (sc.visit_reached[pos] > 0) backward_section(v, cfg, sc, sc.block_list[pos], sc.visit_reached[pos]);
+    });
+    team.sync();
   }
-  for (int32_t q = 0; q < sc.brick_visits[v.n_bricks]; ++q) sc.slot_value[sc.visit_section[q]] = 0.0f;
 }
 
 // End of a batch: every live synapse moves once by its summed delta, which becomes 0. Sections
 // the batch did not reach hold zero sums, which leave weight and Adagrad sum bit-identical.
-HANAMI_STEP void flush_batch(const TrainNet& v, const TrainConfig& cfg) {
-  const int64_t n_sections = int64_t(v.n_neurons) * kSectionsPerNeuron;
-  for (int64_t s = 0; s < n_sections; ++s) {
-    if (v.sec_block[s] < 0) continue;
+template <class Team>
+HANAMI_STEP void flush_batch(const Team& team, const TrainNet& v, const TrainConfig& cfg) {
+  team.for_each(int64_t(v.n_neurons) * kSectionsPerNeuron, [&](int64_t s) {
+    if (v.sec_block[s] < 0) return;
     const int64_t base = v.sec_start[s];
     for (int k = 0; k < v.sec_len[s]; ++k) {
       float* w = v.syn_weight + base + k;
@@ -675,18 +753,18 @@ HANAMI_STEP void flush_batch(const TrainNet& v, const TrainConfig& cfg) {
                        : updated_weight(*w, sum, cfg.learning_rate);
       v.syn_pending[base + k] = 0.0f;
     }
-  }
+  });
+  team.sync();
 }
 
-// Reduction (spec §5.7), the default mode's clean removal: non-persistent counters decay, a
-// synapse at 0 is deleted (later slots move down, keeping their borders), a section without
-// synapses is freed and re-created at the next growth step.
-HANAMI_STEP void reduce(const TrainNet& v, Scratch& sc) {
-  build_block_lists(v, sc);
-  int32_t n_emptied = 0;
-  int32_t* emptied = sc.grown;
-  for (int32_t i = 0; i < sc.block_begin[v.n_blocks]; ++i) {
-    const int32_t s = sc.block_list[i];
+// Reduction (spec §5.7), the default mode's clean removal, one item per live section:
+// non-persistent counters decay, a synapse at 0 is deleted (later slots move down, keeping their
+// borders), a section without synapses is freed and re-created at the next growth step.
+template <class Team>
+HANAMI_STEP void reduce(const Team& team, const TrainNet& v, Scratch& sc) {
+  build_block_lists(team, v, sc);
+  team.for_each(sc.block_begin[v.n_blocks], [&](int64_t pos) {
+    const int32_t s = sc.block_list[pos];
     const int64_t base = v.sec_start[s];
     float* upper = v.syn_upper + base;
     float* weight = v.syn_weight + base;
@@ -695,7 +773,7 @@ HANAMI_STEP void reduce(const TrainNet& v, Scratch& sc) {
     float* accum = v.syn_accum ? v.syn_accum + base : nullptr;
     float* pending = v.syn_pending ? v.syn_pending + base : nullptr;
     int len = v.sec_len[s];
-    int live = 0;
+    int live = 0, deleted = 0;
     float lower = 0.0f, shift = 0.0f;
     int kept = 0;
     for (int k = 0; k < len; ++k) {
@@ -707,7 +785,7 @@ HANAMI_STEP void reduce(const TrainNet& v, Scratch& sc) {
         if (c < kCounterPersistent) c = uint8_t(c - 1);
         if (c == 0) {
           shift = shift + border;
-          v.counters[kSynapses] -= 1;
+          ++deleted;
           continue;
         }
         counter[k] = c;
@@ -726,75 +804,88 @@ HANAMI_STEP void reduce(const TrainNet& v, Scratch& sc) {
            upper[len - 1] == (len > 1 ? upper[len - 2] : 0.0f))
       --len;
     v.sec_len[s] = uint8_t(len);
-    if (live == 0) emptied[n_emptied++] = s;
-  }
-  for (int32_t i = 0; i < n_emptied; ++i) {
-    const int32_t s = emptied[i];
-    v.counters[kGarbage] += v.sec_cap[s];
-    v.counters[kSections] -= 1;
+    if (deleted > 0) team.add(&v.counters[kSynapses], -int64_t(deleted));
+    if (live > 0) return;
+    team.add(&v.counters[kGarbage], int64_t(v.sec_cap[s]));
+    team.add(&v.counters[kSections], int64_t(-1));
     v.sec_len[s] = 0;
     v.sec_cap[s] = 0;
     v.sec_block[s] = kPendingSection;
-    sc.lists_valid = false;
-    sc.any_pending = true;
-  }
+    sc.shared->lists_valid = 0;  // every writer writes the same value
+    sc.shared->any_pending = 1;
+  });
+  team.sync();
+}
+
+HANAMI_STEP void reset_shared(Scratch& sc) { *sc.shared = Shared{0, 0, 0, 0, 1, 0, 0}; }
+
+// compact_ on its own (not inside train): packs the arena with `slack` spare slots per section.
+template <class Team>
+HANAMI_STEP bool compact_call(const Team& team, const TrainNet& v, Scratch& sc, int slack) {
+  if (team.leader()) reset_shared(sc);
+  team.sync();
+  return compact(team, v, sc, slack);
 }
 
 // Prepares the per-call scratch state (the engine's constructor).
-HANAMI_STEP void begin_call(const TrainNet& v, Scratch& sc) {
-  for (int64_t i = 0; i < int64_t(v.n_blocks) * kNeuronsPerBlock; ++i) sc.block_input[i] = 0.0f;
-  for (int64_t i = 0; i < int64_t(v.n_blocks) * kDeltaStride; ++i) {
+template <class Team>
+HANAMI_STEP void begin_call(const Team& team, const TrainNet& v, Scratch& sc) {
+  team.for_each(int64_t(v.n_blocks) * kDeltaStride, [&](int64_t i) {
     sc.block_delta[i] = 0.0f;
     sc.block_positive[i] = 0;
-  }
-  for (int64_t s = 0; s < int64_t(v.n_neurons) * kSectionsPerNeuron; ++s) sc.slot_value[s] = 0.0f;
+  });
+  team.for_each(int64_t(v.n_neurons) * kSectionsPerNeuron, [&](int64_t s) {
+    sc.slot_value[s] = 0.0f;
+    sc.visit_reached[s] = 0;
+  });
+  if (team.leader()) reset_shared(sc);
+  team.sync();
   if (v.syn_counter)
     for (int b = 0; b < v.n_bricks; ++b)
-      for (int i = 0; i < v.brick_count(b); ++i)
+      team.for_each(v.brick_count(b), [&](int64_t i) {
         sc.block_positive[int64_t(v.brick_first_block(b)) * kDeltaStride + row_index(i)] =
             v.potential[v.brick_start(b) + i] > 0.0f;
-  sc.n_requests = 0;
-  sc.lists_valid = false;
-  sc.any_pending = true;
+      });
+  team.sync();
 }
 
 // Online learning over samples [start, count), like Engine::train: one cycle each. Returns the
 // first sample not done: count, or earlier when the arena must grow first (the host grows it and
 // calls again from there). With syn_pending the weight steps are summed over batches of
-// batch_size rows counted from row 0 (engine.h, "Batches").
-HANAMI_STEP int64_t train(const TrainNet& v, const TrainConfig& cfg, Scratch& sc, const float* inputs,
-                          int64_t n_inputs, const float* targets, int64_t n_outputs, float* outputs,
-                          int64_t start, int64_t count, int64_t batch_size) {
-  begin_call(v, sc);
+// batch_size rows counted from row 0 (engine.h, "Batches"). Every member of the team returns the
+// same value.
+template <class Team>
+HANAMI_STEP int64_t train(const Team& team, const TrainNet& v, const TrainConfig& cfg, Scratch& sc,
+                          const float* inputs, int64_t n_inputs, const float* targets, int64_t n_outputs,
+                          float* outputs, int64_t start, int64_t count, int64_t batch_size) {
+  begin_call(team, v, sc);
   for (int64_t i = start; i < count; ++i) {
     // sample boundary: the only place where the arena is compacted (never with the gradient
     // rule, whose slots must not move)
     const int64_t top = v.counters[kArenaTop];
     if (cfg.gradient_rule) {
-      if (v.counters[kNeedy] > 0 && !reserve_waiting(v, cfg, sc)) return i;
+      if (v.counters[kNeedy] > 0 && !reserve_waiting(team, v, cfg, sc)) return i;
     } else if (v.counters[kNeedy] > 0 || v.counters[kGarbage] > (top / 4 > 4096 ? top / 4 : 4096)) {
-      if (!compact(v, sc, kCompactSlack)) return i;
+      if (!compact(team, v, sc, kCompactSlack)) return i;
     }
     const int64_t step = v.counters[kStep];
-    if (!input_phase(v, cfg, sc, step, inputs + i * n_inputs)) return i;
-    build_block_lists(v, sc);
-    int32_t n_visits = 0;
-    sc.brick_active[0] = 0;
-    for (int b = 0; b < v.n_bricks; ++b) {
-      sc.brick_visits[b] = n_visits;
-      if (v.brick_kind(b) == kInput) {
-        sc.brick_active[b + 1] = sc.brick_active[b];
-        continue;
-      }
-      forward_brick(v, cfg, sc, step, b, &n_visits);
-      update_neurons(v, cfg, sc, b, targets + i * n_outputs, outputs + i * n_outputs);
-    }
-    sc.brick_visits[v.n_bricks] = n_visits;
-    create_requested_sections(v, cfg, sc, step);
-    if (!cfg.gradient_rule) backward(v, cfg, sc);  // the gradient rule only grows here
-    v.counters[kStep] = step + 1;
-    if (!cfg.gradient_rule && cfg.reduction && v.counters[kStep] % kReductionInterval == 0) reduce(v, sc);
-    if (v.syn_pending && ((i + 1) % batch_size == 0 || i + 1 == count)) flush_batch(v, cfg);
+    if (!input_phase(team, v, cfg, sc, step, inputs + i * n_inputs)) return i;
+    build_block_lists(team, v, sc);
+    for (int b = 0; b < v.n_bricks; ++b)
+      if (v.brick_kind(b) != kInput)
+        forward_brick(team, v, cfg, sc, step, b, targets + i * n_outputs, outputs + i * n_outputs);
+    create_requested_sections(team, v, cfg, sc, step);
+    if (!cfg.gradient_rule) backward(team, v, cfg, sc);  // the gradient rule only grows here
+    // the visits index the lists of this sample's forward pass: clear them before any rebuild
+    team.for_each(sc.block_begin[v.n_blocks], [&](int64_t pos) {
+      if (sc.visit_reached[pos] == 0) return;
+      sc.visit_reached[pos] = 0;
+      sc.slot_value[sc.block_list[pos]] = 0.0f;
+    });
+    if (team.leader()) v.counters[kStep] = step + 1;
+    team.sync();
+    if (!cfg.gradient_rule && cfg.reduction && (step + 1) % kReductionInterval == 0) reduce(team, v, sc);
+    if (v.syn_pending && ((i + 1) % batch_size == 0 || i + 1 == count)) flush_batch(team, v, cfg);
   }
   return count;
 }
