@@ -269,8 +269,6 @@ def test_opcheck_infer_backward_on_cuda(util):
 def test_gpu_cluster_refuses_what_it_cannot_do_with_clear_errors():
     gpu = on_gpu(grown(templates.TABLE, random_samples(200, 25, 5, seed=18)))
     x, y = random_samples(4, 25, 5, seed=19)
-    with pytest.raises(RuntimeError, match="not implemented on the GPU yet"):
-        torch.ops.hanami.predict_(gpu._layout(), gpu._state(), gpu.config, x.cuda(), torch.empty(4, 5, device="cuda"))
     with pytest.raises(ValueError, match="runs on cuda"):
         gpu.learn_many(x, y)  # CPU tensors for a GPU cluster
     with pytest.raises(RuntimeError, match="inputs must be on a CUDA device"):
@@ -320,6 +318,21 @@ def learning_template(name):
     template = line_template(sizes, reduction=reduction, cooldown=1.5 if spiking else 100000000000.0,
                              refractory=3 if spiking else 1)
     return template, sizes, options, reduction
+
+
+@pytest.mark.parametrize("name", sorted(LEARNING_NETWORKS))
+@pytest.mark.parametrize("compat", [False, True])
+def test_request_mode_on_the_gpu_matches_the_cpu(name, compat):
+    """predict_many (request mode: neuron state carried from sample to sample, no growth) on the
+    GPU: the same outputs and neuron state as on the CPU, compat mode included."""
+    template, sizes, options, _ = learning_template(name)
+    x, y = random_samples(260, sizes[0], sizes[-1], seed=31)
+    cpu = grown(template, (x[:200], y[:200]), compat=compat, **options)
+    gpu = on_gpu(cpu)
+    out_gpu = gpu.predict_many(x[200:].cuda())
+    out_cpu = cpu.predict_many(x[200:])
+    assert_close(out_gpu, out_cpu, "outputs")
+    assert_same_network(gpu, cpu)
 
 
 def learn_on_both(cpu: HanamiCluster, x, y, **kwargs):

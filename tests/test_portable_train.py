@@ -243,6 +243,56 @@ def test_mnist_samples(mnist_train):
     assert len(starts) > 1 and int(result.counters[ops.COUNTER_SYNAPSES]) > 5_000
 
 
+# ---- request mode (predict_): forward passes with carried-over neuron state, no growth ----------
+
+@torch.library.register_fake("hanami::predict_portable_")
+def _predict_portable_fake(layout, state, config, inputs, outputs, item_order=0):
+    return None
+
+
+def predict_both(cluster: HanamiCluster, x) -> torch.Tensor:
+    """predict_ of the engine and of the portable step (both item orders) from the same state:
+    identical outputs and identical state afterwards (neuron potentials, activity, refractory)."""
+    engine = copy.deepcopy(cluster)
+    out_engine = torch.empty(x.shape[0], cluster.n_outputs)
+    torch.ops.hanami.predict_(engine._layout(), engine._state(), engine.config, x, out_engine)
+    for order in (0, 1):
+        portable = copy.deepcopy(cluster)
+        out = torch.full_like(out_engine, float("nan"))
+        torch.ops.hanami.predict_portable_(portable._layout(), portable._state(), portable.config, x, out,
+                                           item_order=order)
+        assert torch.equal(out, out_engine)
+        assert_identical(portable, engine)
+    return out_engine
+
+
+@pytest.mark.parametrize("option", ["sgd", "reduction", "spiking", "spiking-reduction", "fields", "gradient"])
+def test_request_mode_matches_the_engine(option):
+    cluster = make(option)
+    x, y = samples(cluster.n_inputs, cluster.n_outputs, 200, seed=2)
+    learn(torch.ops.hanami.train_, cluster, x[:150], y[:150])  # the gradient rule's growth too
+    out = predict_both(cluster, x[150:])
+    if OPTIONS[option][1]:  # spiking: the state carries over, so a sample's output depends on the one before
+        again = predict_both(cluster, x[151:])
+        assert not torch.equal(again[0], out[1])
+
+
+@pytest.mark.parametrize("compat", [False, True])
+def test_request_mode_on_mnist_like_images(compat):
+    """compat mode too: its sections are processed in connection-slot order."""
+    cluster = HanamiCluster(templates.MNIST, seed=0, compat=compat)
+    x, y = mnist_like(400, seed=3)
+    cluster.learn_many(x[:300], y[:300])
+    predict_both(cluster, x[300:])
+
+
+def test_request_mode_with_several_input_and_output_bricks():
+    cluster = HanamiCluster(MULTI_IO, seed=2)
+    x, y = samples(cluster.n_inputs, cluster.n_outputs, 120, seed=6)
+    cluster.learn_many(x[:100], y[:100])
+    predict_both(cluster, x[100:])
+
+
 def test_portable_op_refuses_compat_and_bad_arguments():
     cluster = HanamiCluster(templates.TABLE, seed=0, compat=True)
     x, y = torch.rand(4, 25) * 50, torch.rand(4, 5)

@@ -1,7 +1,8 @@
-// The portable train step (csrc/portable/train_step.h) on the CPU, as the test-only op
-// hanami::train_portable_ (train_'s schema plus item_order): tests/test_portable_train.py checks
-// that it grows and learns bit for bit what the engine's train_ does, so that the GPU, which runs
-// the same code on a thread block (csrc/cuda/train_cuda.cu), is checked on every machine.
+// The portable train step (csrc/portable/train_step.h) on the CPU, as the test-only ops
+// hanami::train_portable_ and hanami::predict_portable_ (the schemas of train_ and predict_ plus
+// item_order): tests/test_portable_train.py checks that they grow, learn and predict bit for bit
+// what the engine's ops do, so that the GPU, which runs the same code on a thread block
+// (csrc/cuda/train_cuda.cu), is checked on every machine.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -90,8 +91,29 @@ void train_portable_cpu(at::TensorList layout, at::TensorList state, const at::T
                       shape.count, batch_size);
 }
 
+void predict_portable_cpu(at::TensorList layout, at::TensorList state, const at::Tensor& config,
+                          const at::Tensor& inputs, const at::Tensor& outputs, int64_t item_order) {
+  ClusterView view = make_view(layout.vec(), state.vec());
+  const Config cfg = make_config(config);
+  const SampleShape shape = check_inputs(view, inputs);
+  check_samples(outputs, at::kFloat, shape.count, shape.n_out, "outputs");
+  HANAMI_CHECK(item_order == 0 || item_order == 1, "hanami: item_order must be 0 (ascending) or 1 (descending)");
+  portable::TrainNet net = portable_net(view);
+  if (cfg.compat) net.sec_conn = view.sec_conn;
+  at::Tensor scratch = at::empty(
+      {portable::scratch_bytes(view.n_neurons, view.n_blocks, view.n_bricks, view.capacity)},
+      inputs.options().dtype(at::kByte));
+  portable::Scratch sc = portable::carve_scratch(scratch.data_ptr(), view.n_neurons, view.n_blocks,
+                                                 view.n_bricks, view.capacity);
+  portable::predict(SerialTeam{item_order == 1}, net, portable::config_from(config.data_ptr<double>()), sc,
+                    inputs.data_ptr<float>(), shape.n_in, outputs.data_ptr<float>(), shape.n_out, shape.count);
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(hanami, CPU, m) { m.impl("train_portable_", &train_portable_cpu); }
+TORCH_LIBRARY_IMPL(hanami, CPU, m) {
+  m.impl("train_portable_", &train_portable_cpu);
+  m.impl("predict_portable_", &predict_portable_cpu);
+}
 
 }  // namespace hanami

@@ -374,11 +374,25 @@ void compact_cuda(at::TensorList layout, at::TensorList state, const at::Tensor&
                                       c10::cuda::getCurrentCUDAStream()));
 }
 
-void predict_cuda(at::TensorList, at::TensorList, const at::Tensor&, const at::Tensor&, const at::Tensor&) {
-  HANAMI_CHECK(false,
-              "hanami: request mode with carried-over neuron state (predict_) is not implemented on the "
-              "GPU yet: run it on the CPU (cluster.cpu()), or use the stateless batched inference on the "
-              "GPU (hanami_torch.ops.infer: every sample from rest)");
+void predict_cuda(at::TensorList layout, at::TensorList state, const at::Tensor& config, const at::Tensor& inputs,
+                  const at::Tensor& outputs) {
+  const c10::Device device = device_of_inputs(inputs);
+  Learning learning = learning_view(layout, state, config, device);
+  HANAMI_CHECK(inputs.dim() == 2, "hanami: inputs must be [samples, ", learning.n_in, "]");
+  const int64_t count = inputs.size(0);
+  check_samples(inputs, count, learning.n_in, "inputs", device);
+  check_samples(outputs, count, learning.n_out, "outputs", device);
+  if (learning.compat) {  // compat mode processes a block's sections in connection-slot order
+    HANAMI_CHECK(state[kSecConn].numel() == state[kSecBlock].numel(),
+                "hanami: compat mode needs sec_conn as large as sec_block");
+    learning.net.sec_conn = state[kSecConn].data_ptr<int32_t>();
+  }
+  if (count == 0) return;
+  const c10::cuda::CUDAGuard guard(device);
+  at::Tensor scratch = learning_scratch(learning.net, inputs);
+  C10_CUDA_CHECK(cuda::launch_predict(learning.net, config.data_ptr<double>(), scratch.data_ptr(),
+                                      inputs.data_ptr<float>(), learning.n_in, outputs.data_ptr<float>(),
+                                      learning.n_out, count, c10::cuda::getCurrentCUDAStream()));
 }
 
 }  // namespace

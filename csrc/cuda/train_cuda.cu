@@ -1,4 +1,4 @@
-// Online learning (train_) and compaction (compact_) on the GPU: the portable step of
+// Online learning (train_), request mode (predict_) and compaction (compact_) on the GPU: the portable step of
 // csrc/portable/train_step.h, the very code that tests/test_portable_train.py checks bit for bit
 // against the CPU engine (in both item orders), run by ONE thread block that loops over the
 // samples on the current stream.
@@ -75,6 +75,15 @@ __global__ void __launch_bounds__(kTeamThreads)
 }
 
 __global__ void __launch_bounds__(kTeamThreads)
+    predict_kernel(portable::TrainNet net, const double* config, void* scratch, const float* inputs,
+                   int64_t n_inputs, float* outputs, int64_t n_outputs, int64_t count) {
+  portable::Scratch sc =
+      portable::carve_scratch(scratch, net.n_neurons, net.n_blocks, net.n_bricks, net.capacity);
+  portable::predict(BlockTeam(), net, portable::config_from(config), sc, inputs, n_inputs, outputs, n_outputs,
+                    count);
+}
+
+__global__ void __launch_bounds__(kTeamThreads)
     compact_kernel(portable::TrainNet net, void* scratch, int slack) {
   portable::Scratch sc =
       portable::carve_scratch(scratch, net.n_neurons, net.n_blocks, net.n_bricks, net.capacity);
@@ -91,6 +100,14 @@ cudaError_t launch_train(const portable::TrainNet& net, const double* config, vo
                          cudaStream_t stream) {
   train_kernel<<<1, kTeamThreads, 0, stream>>>(net, config, scratch, inputs, n_inputs, targets, n_outputs,
                                                outputs, start, count, batch_size);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_predict(const portable::TrainNet& net, const double* config, void* scratch,
+                           const float* inputs, int64_t n_inputs, float* outputs, int64_t n_outputs,
+                           int64_t count, cudaStream_t stream) {
+  predict_kernel<<<1, kTeamThreads, 0, stream>>>(net, config, scratch, inputs, n_inputs, outputs, n_outputs,
+                                                 count);
   return cudaGetLastError();
 }
 

@@ -21,6 +21,12 @@ cudaError_t launch_train(const portable::TrainNet& net, const double* config, vo
                          float* outputs, int64_t start, int64_t count, int64_t batch_size,
                          cudaStream_t stream);
 
+// predict_ over samples [0, count): request mode (no growth, neuron state carried over) on one
+// thread block. net.sec_conn is set in compat mode (its processing order), else null.
+cudaError_t launch_predict(const portable::TrainNet& net, const double* config, void* scratch,
+                           const float* inputs, int64_t n_inputs, float* outputs, int64_t n_outputs,
+                           int64_t count, cudaStream_t stream);
+
 // compact_: counters[kProcessed] = 1 when the arena was packed with `slack` spare slots per
 // section, 0 when that does not fit (nothing changed).
 cudaError_t launch_compact(const portable::TrainNet& net, void* scratch, int slack, cudaStream_t stream);

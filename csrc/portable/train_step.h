@@ -25,8 +25,9 @@
 // Team-wide scalars (counts of appended requests, flags) live in the scratch buffer (Shared), so
 // that every thread of a block sees them after a sync.
 //
-// Not here: compat mode (Hanami's connection-block grid and last-writer-wins requests); callers
-// refuse it.
+// Not here: compat mode's learning (Hanami's connection-block grid and last-writer-wins requests);
+// callers refuse it. Request mode (predict) covers compat mode: its sections are processed in
+// connection-slot order (TrainNet::sec_conn).
 #pragma once
 
 #include <cstdint>
@@ -65,6 +66,7 @@ struct TrainNet {
   int32_t* sec_start = nullptr;
   uint8_t* sec_len = nullptr;
   uint8_t* sec_cap = nullptr;
+  const int32_t* sec_conn = nullptr;  // compat mode's connection slots (request mode only), else null
   float* syn_weight = nullptr;
   float* syn_upper = nullptr;
   uint8_t* syn_target = nullptr;
@@ -261,6 +263,10 @@ struct IntKey {
 struct RequestKey {
   HANAMI_STEP int64_t operator()(const Request& r) const { return r.key; }
 };
+struct ConnectionKey {  // compat mode's processing order: by connection slot (unique per block)
+  const int32_t* sec_conn;
+  HANAMI_STEP int64_t operator()(int32_t s) const { return sec_conn[s]; }
+};
 
 template <typename T>
 HANAMI_STEP void copy_n(const T* from, int64_t n, T* to) {
@@ -283,6 +289,10 @@ HANAMI_STEP void build_block_lists_now(const TrainNet& v, Scratch& sc) {
   }
   for (int64_t s = 0; s < n_sections; ++s)
     if (v.sec_block[s] >= 0) sc.block_list[sc.block_fill[v.sec_block[s]]++] = int32_t(s);
+  if (v.sec_conn != nullptr)
+    for (int g = 0; g < v.n_blocks; ++g)
+      heap_sort(sc.block_list + sc.block_begin[g], int64_t(sc.block_begin[g + 1] - sc.block_begin[g]),
+                ConnectionKey{v.sec_conn});
 }
 
 template <class Team>
@@ -564,13 +574,38 @@ HANAMI_STEP int32_t walk_train(const Team& team, const TrainNet& v, const TrainC
   return finish_walk(team, v, sc, s, k, reached(r), lower);  // all 63 slots: the chain may grow
 }
 
+// Request-mode walk of one section (Engine::walk_infer): no growth; stores what each reached slot
+// adds to its target (an empty slot's entry is never summed: no neuron has its target 0xFF).
+HANAMI_STEP int32_t walk_request(const TrainNet& v, Scratch& sc, int32_t s, float potential) {
+  const float p_above = potential - v.sec_offset[s];
+  const int64_t base = v.sec_start[s];
+  const float* upper = v.syn_upper + base;
+  const float* weight = v.syn_weight + base;
+  float* contrib = sc.slot_contrib + base;
+  const int len = v.sec_len[s];
+  float lower = 0.0f;
+  for (int k = 0; k < len; ++k) {
+    const float r = remaining(p_above, lower);
+    if (!reached(r)) return k;
+    const float border = upper[k] - lower;
+    if (r < border) {  // partly covered: the last reached slot
+      contrib[k] = contribution(weight[k], r, border);
+      return k + 1;
+    }
+    contrib[k] = weight[k];
+    lower = upper[k];
+  }
+  return len;
+}
+
 // ---- phases ---------------------------------------------------------------------------------------
 
 // Raw inputs become the input neurons' potentials; a newly firing input neuron gets its first
 // sections. Returns false when those found no room and a compaction does not help.
+// In request mode (learning false) only the values are set.
 template <class Team>
 HANAMI_STEP bool input_phase(const Team& team, const TrainNet& v, const TrainConfig& cfg, Scratch& sc,
-                             int64_t step, const float* x) {
+                             int64_t step, const float* x, bool learning) {
   for (int b = 0; b < v.n_bricks; ++b) {
     if (v.brick_kind(b) != kInput) continue;
     const int32_t start = v.brick_start(b);
@@ -578,9 +613,10 @@ HANAMI_STEP bool input_phase(const Team& team, const TrainNet& v, const TrainCon
     team.for_each(v.brick_count(b), [&](int64_t i) {
       v.potential[start + i] = values[i];
       v.active[start + i] = values[i] > 0.0f;
-      if (values[i] > 0.0f && in_use(v, int32_t(start + i)) == 0) team.add(&sc.shared->n_create, 1);
+      if (learning && values[i] > 0.0f && in_use(v, int32_t(start + i)) == 0) team.add(&sc.shared->n_create, 1);
     });
     team.sync();
+    if (!learning) continue;
     if (team.leader() && sc.shared->n_create > 0) {  // first sections, in neuron order
       sc.shared->n_create = 0;
       for (int i = 0; i < v.brick_count(b); ++i)
@@ -589,7 +625,7 @@ HANAMI_STEP bool input_phase(const Team& team, const TrainNet& v, const TrainCon
     }
     team.sync();
   }
-  if (v.counters[kNeedy] == 0) return true;
+  if (!learning || v.counters[kNeedy] == 0) return true;
   return cfg.gradient_rule ? reserve_waiting(team, v, cfg, sc) : compact(team, v, sc, kCompactSlack);
 }
 
@@ -614,6 +650,7 @@ HANAMI_STEP float neuron_input(const TrainNet& v, const Scratch& sc, int32_t g, 
 
 // The new value of a brick's neuron i (brick-local) from its input: the sigmoid for an output
 // neuron (with its delta), hidden_step of rules.h for a hidden one, split as in engine.cpp.
+// In request mode (target null) there are no deltas and no growth requests.
 template <class Team>
 HANAMI_STEP void update_neuron(const Team& team, const TrainNet& v, const TrainConfig& cfg, Scratch& sc,
                                int b, int32_t i, float input, const float* target, float* output) {
@@ -625,6 +662,7 @@ HANAMI_STEP void update_neuron(const Team& team, const TrainNet& v, const TrainC
     v.potential[n] = o;
     v.active[n] = 0;
     output[v.brick_io(b) + i] = o;
+    if (target == nullptr) return;
     delta[row_index(i)] = output_delta(o, target[v.brick_io(b) + i]);
     if (v.syn_counter) positive[row_index(i)] = o > 0.0f;
     return;
@@ -636,13 +674,15 @@ HANAMI_STEP void update_neuron(const Team& team, const TrainNet& v, const TrainC
   const float p = let_in ? decayed + input : decayed;
   v.active[n] = p > 0.0f;
   v.potential[n] = p > 0.0f ? hidden_activation(p) : 0.0f;
+  if (target == nullptr) return;
   if (v.syn_counter) positive[row_index(i)] = p > 0.0f && v.potential[n] > 0.0f;
   if (p > 0.0f && in_use(v, n) == 0) add_request(team, sc, n, -1, 0.0f);
 }
 
 // One brick's forward pass: the walks of its live sections whose source fires (one item each),
 // then each neuron's input and new value (one item each), then the reserves of the sections
-// that grew, renewed in section order (engine.cpp: merge_lanes).
+// that grew, renewed in section order (engine.cpp: merge_lanes). In request mode (target null)
+// the walks do not grow.
 template <class Team>
 HANAMI_STEP void forward_brick(const Team& team, const TrainNet& v, const TrainConfig& cfg, Scratch& sc,
                                int64_t step, int b, const float* target, float* output) {
@@ -653,8 +693,10 @@ HANAMI_STEP void forward_brick(const Team& team, const TrainNet& v, const TrainC
     const int32_t s = sc.block_list[pos];
     const int32_t neuron = s / kSectionsPerNeuron;
     if (!v.active[neuron]) return;
-    sc.visit_reached[pos] = walk_train(team, v, cfg, sc, step, s, v.potential[neuron],
-                                       v.block_count(v.sec_block[s]));
+    sc.visit_reached[pos] = target == nullptr
+                                ? walk_request(v, sc, s, v.potential[neuron])
+                                : walk_train(team, v, cfg, sc, step, s, v.potential[neuron],
+                                             v.block_count(v.sec_block[s]));
   });
   team.sync();
   team.for_each(int64_t(v.brick_blocks(b)) * kNeuronsPerBlock, [&](int64_t i) {
@@ -664,6 +706,7 @@ HANAMI_STEP void forward_brick(const Team& team, const TrainNet& v, const TrainC
     update_neuron(team, v, cfg, sc, b, int32_t(i), input, target, output);
   });
   team.sync();
+  if (target == nullptr) return;
   if (team.leader()) {
     heap_sort(sc.grown, int64_t(sc.shared->n_grown), IntKey());
     for (int32_t i = 0; i < sc.shared->n_grown; ++i) ensure_reserve(v, cfg, sc.grown[i]);
@@ -849,6 +892,16 @@ HANAMI_STEP void begin_call(const Team& team, const TrainNet& v, Scratch& sc) {
   team.sync();
 }
 
+// End of a sample: its visits and section sums go back to 0 (no sync: the caller's next one).
+template <class Team>
+HANAMI_STEP void clear_visits(const Team& team, const TrainNet& v, Scratch& sc) {
+  team.for_each(sc.block_begin[v.n_blocks], [&](int64_t pos) {
+    if (sc.visit_reached[pos] == 0) return;
+    sc.visit_reached[pos] = 0;
+    sc.slot_value[sc.block_list[pos]] = 0.0f;
+  });
+}
+
 // Online learning over samples [start, count), like Engine::train: one cycle each. Returns the
 // first sample not done: count, or earlier when the arena must grow first (the host grows it and
 // calls again from there). With syn_pending the weight steps are summed over batches of
@@ -869,25 +922,38 @@ HANAMI_STEP int64_t train(const Team& team, const TrainNet& v, const TrainConfig
       if (!compact(team, v, sc, kCompactSlack)) return i;
     }
     const int64_t step = v.counters[kStep];
-    if (!input_phase(team, v, cfg, sc, step, inputs + i * n_inputs)) return i;
+    if (!input_phase(team, v, cfg, sc, step, inputs + i * n_inputs, true)) return i;
     build_block_lists(team, v, sc);
     for (int b = 0; b < v.n_bricks; ++b)
       if (v.brick_kind(b) != kInput)
         forward_brick(team, v, cfg, sc, step, b, targets + i * n_outputs, outputs + i * n_outputs);
     create_requested_sections(team, v, cfg, sc, step);
     if (!cfg.gradient_rule) backward(team, v, cfg, sc);  // the gradient rule only grows here
-    // the visits index the lists of this sample's forward pass: clear them before any rebuild
-    team.for_each(sc.block_begin[v.n_blocks], [&](int64_t pos) {
-      if (sc.visit_reached[pos] == 0) return;
-      sc.visit_reached[pos] = 0;
-      sc.slot_value[sc.block_list[pos]] = 0.0f;
-    });
+    clear_visits(team, v, sc);  // before any rebuild of the lists that the visits index
     if (team.leader()) v.counters[kStep] = step + 1;
     team.sync();
     if (!cfg.gradient_rule && cfg.reduction && (step + 1) % kReductionInterval == 0) reduce(team, v, sc);
     if (v.syn_pending && ((i + 1) % batch_size == 0 || i + 1 == count)) flush_batch(team, v, cfg);
   }
   return count;
+}
+
+// Request mode (predict_, like Engine::predict): forward passes over samples [0, count) in order,
+// without growth or learning; neuron state carries over from sample to sample. Compat mode too,
+// with net.sec_conn set.
+template <class Team>
+HANAMI_STEP void predict(const Team& team, const TrainNet& v, const TrainConfig& cfg, Scratch& sc,
+                         const float* inputs, int64_t n_inputs, float* outputs, int64_t n_outputs,
+                         int64_t count) {
+  begin_call(team, v, sc);
+  build_block_lists(team, v, sc);
+  for (int64_t i = 0; i < count; ++i) {
+    input_phase(team, v, cfg, sc, 0, inputs + i * n_inputs, false);
+    for (int b = 0; b < v.n_bricks; ++b)
+      if (v.brick_kind(b) != kInput) forward_brick(team, v, cfg, sc, 0, b, nullptr, outputs + i * n_outputs);
+    clear_visits(team, v, sc);
+    team.sync();
+  }
 }
 
 }  // namespace portable
