@@ -6,7 +6,9 @@
 #   benchmarks/gpu_check.sh [OUT_DIR]        (default bench-results/)
 #
 # Environment: PYTHON (default python3, with torch, numpy, pytest and ninja installed), CUDA_HOME
-# (default /usr/local/cuda), TORCH_CUDA_ARCH_LIST (default 9.0: Hopper), MAX_JOBS (default: all cores).
+# (default /usr/local/cuda), TORCH_CUDA_ARCH_LIST (default 9.0: Hopper), MAX_JOBS (default: all cores),
+# LIMIT (seconds for the tests and for the benchmark, each; default 600: a kernel that never returns
+# ends the run instead of holding the machine).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-bench-results}"
@@ -33,9 +35,11 @@ if ! "$py" setup.py --quiet build_ext --inplace > "$out/build.log" 2>&1; then
 fi
 echo "CUDA build: $(( $(date +%s) - start )) s"
 
-"$py" -m pytest -v --tb=short -rs -p no:cacheprovider tests/test_cuda.py tests/test_infer.py 2>&1 | tee "$out/tests.txt"
+limit="${LIMIT:-600}"
+timeout "$limit" "$py" -m pytest -v --tb=short -rs -p no:cacheprovider tests/test_cuda.py tests/test_infer.py 2>&1 |
+    tee "$out/tests.txt"
 tests=$?
-"$py" benchmarks/gpu.py --json "$out/gpu.json" 2>&1 | tee "$out/bench.txt"
+timeout "$limit" "$py" benchmarks/gpu.py --json "$out/gpu.json" 2>&1 | tee "$out/bench.txt"
 bench=$?
 echo "tests exit $tests, benchmark exit $bench"
 [ "$tests" -eq 0 ] && [ "$bench" -eq 0 ]
