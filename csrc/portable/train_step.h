@@ -149,6 +149,7 @@ struct Scratch {
   int32_t* block_fill;       // [blocks] fill cursor while the CSR is built
   int32_t* block_list;       // [sections]
   int32_t* visit_reached;    // [sections] reached slots of block_list[i] in this sample (0: none)
+  int32_t* visit_start;      // [sections] first arena slot of block_list[i] when it was walked
   int32_t* grown;            // [sections] sections whose length grew in the current brick
   int32_t* new_start;        // [sections] compaction: new first slot of each section
   Request* requests;         // [sections + neurons]
@@ -169,7 +170,7 @@ HANAMI_STEP int64_t scratch_bytes(int64_t n_neurons, int64_t n_blocks, int64_t n
   total += align_up(sections * 4);        // slot_value
   total += align_up((n_blocks + 1) * 4);  // block_begin
   total += align_up(n_blocks * 4);        // block_fill
-  total += align_up(sections * 4) * 4;    // block_list, visit_reached, grown, new_start
+  total += align_up(sections * 4) * 5;    // block_list, visit_reached, visit_start, grown, new_start
   total += align_up((sections + n_neurons) * int64_t(sizeof(Request)));
   total += align_up(capacity * 4) * 2;    // slot_contrib, arena_temp
   total += align_up(int64_t(sizeof(Shared)));
@@ -196,6 +197,7 @@ HANAMI_STEP Scratch carve_scratch(void* buffer, int64_t n_neurons, int64_t n_blo
   s.block_fill = reinterpret_cast<int32_t*>(take(&p, n_blocks * 4));
   s.block_list = reinterpret_cast<int32_t*>(take(&p, sections * 4));
   s.visit_reached = reinterpret_cast<int32_t*>(take(&p, sections * 4));
+  s.visit_start = reinterpret_cast<int32_t*>(take(&p, sections * 4));
   s.grown = reinterpret_cast<int32_t*>(take(&p, sections * 4));
   s.new_start = reinterpret_cast<int32_t*>(take(&p, sections * 4));
   s.requests = reinterpret_cast<Request*>(take(&p, (sections + n_neurons) * int64_t(sizeof(Request))));
@@ -635,15 +637,18 @@ HANAMI_STEP int64_t row_index(int64_t i) {
 }
 
 // A neuron's input: its reached slots' contributions added in the engine's order (the block's
-// sections in list order, their slots in order), starting from 0.
+// sections in list order, their slots in order), starting from 0. On the GPU this scan is the
+// critical path of a brick (every thread of a block reads the same slots), so the walk phase
+// leaves each position's first slot beside its count (no section-id indirection here).
 HANAMI_STEP float neuron_input(const TrainNet& v, const Scratch& sc, int32_t g, int32_t i) {
   float sum = 0.0f;
   for (int32_t pos = sc.block_begin[g]; pos < sc.block_begin[g + 1]; ++pos) {
     const int32_t count = sc.visit_reached[pos];
     if (count == 0) continue;
-    const int64_t base = v.sec_start[sc.block_list[pos]];
+    const uint8_t* target = v.syn_target + sc.visit_start[pos];
+    const float* contrib = sc.slot_contrib + sc.visit_start[pos];
     for (int k = 0; k < count; ++k)
-      if (v.syn_target[base + k] == i) sum = sum + sc.slot_contrib[base + k];
+      if (target[k] == i) sum = sum + contrib[k];
   }
   return sum;
 }
@@ -693,6 +698,7 @@ HANAMI_STEP void forward_brick(const Team& team, const TrainNet& v, const TrainC
     const int32_t s = sc.block_list[pos];
     const int32_t neuron = s / kSectionsPerNeuron;
     if (!v.active[neuron]) return;
+    sc.visit_start[pos] = v.sec_start[s];  // the walk moves no slot: reserves come after the sums
     sc.visit_reached[pos] = target == nullptr
                                 ? walk_request(v, sc, s, v.potential[neuron])
                                 : walk_train(team, v, cfg, sc, step, s, v.potential[neuron],
