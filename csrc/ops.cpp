@@ -21,8 +21,8 @@ TORCH_LIBRARY(hanami, m) {
       "train_(Tensor[] layout, Tensor(a!)[] state, Tensor config, Tensor inputs, Tensor targets, "
       "Tensor(b!) outputs, int start, Tensor(c!) pending, int batch_size) -> ()");
   // Test-only: train_ and predict_ through the portable step that the GPU runs (csrc/portable/train_step.h).
-  m.def("train_portable_(Tensor[] layout, Tensor(a!)[] state, Tensor config, Tensor inputs, Tensor targets, Tensor(b!) outputs, int start, Tensor(c!) pending, int batch_size, int item_order=0) -> ()");
-  m.def("predict_portable_(Tensor[] layout, Tensor(a!)[] state, Tensor config, Tensor inputs, Tensor(b!) outputs, int item_order=0) -> ()");
+  m.def("train_portable_(Tensor[] layout, Tensor(a!)[] state, Tensor config, Tensor inputs, Tensor targets, Tensor(b!) outputs, int start, Tensor(c!) pending, int batch_size, int schedule=0) -> ()");
+  m.def("predict_portable_(Tensor[] layout, Tensor(a!)[] state, Tensor config, Tensor inputs, Tensor(b!) outputs, int schedule=0) -> ()");
   // Request mode: forward passes in order, without growth; neuron state carries over.
   m.def(
       "predict_(Tensor[] layout, Tensor(a!)[] state, Tensor config, Tensor inputs, "

@@ -2,13 +2,15 @@
 
 The GPU learns with the portable step (one CUDA thread block, csrc/cuda/train_cuda.cu); on the CPU
 the same code runs as the test-only op ``hanami::train_portable_`` (``train_``'s schema plus
-``item_order``). Every test lets the engine's ``train_`` and the portable op learn the same samples
+a ``schedule``). Every test lets the engine's ``train_`` and the portable op learn the same samples
 from the same cluster, through the loop of ``HanamiCluster._train`` (the arena grows when an op
 stops early), and asks for identical outputs, identical state tensors (network, weights, arena
 layout, counters, neuron state) and the same points where the arena had to grow.
 
-The portable op runs twice, with the items of each phase in ascending and in descending order:
-on the GPU a phase's items run at once, so no item may depend on another one of its phase.
+The portable op runs three times: one thread runs the items of each phase in ascending order, then
+in descending order, then four threads run the step together with a barrier between phases, like
+the GPU's thread block. On the GPU a phase's items run at once, so no item may depend on another
+one of its phase, and every phase must end with a sync.
 """
 
 from __future__ import annotations
@@ -28,12 +30,13 @@ from networks import MULTI_IO, line_with
 
 # opcheck needs the metadata rules of the op; they are train_'s
 @torch.library.register_fake("hanami::train_portable_")
-def _train_portable_fake(layout, state, config, inputs, targets, outputs, start, pending, batch_size, item_order=0):
+def _train_portable_fake(layout, state, config, inputs, targets, outputs, start, pending, batch_size, schedule=0):
     return ops._train_fake(layout, state, config, inputs, targets, outputs, start, pending, batch_size)
 
 
-#: the portable op with the items of each phase in ascending and in descending order
-PORTABLE_ORDERS = [functools.partial(torch.ops.hanami.train_portable_, item_order=order) for order in (0, 1)]
+#: schedules of the portable op: items in ascending order, in descending order, four threads
+SCHEDULES = (0, 1, 2)
+PORTABLE_SCHEDULES = [functools.partial(torch.ops.hanami.train_portable_, schedule=s) for s in SCHEDULES]
 
 
 
@@ -105,7 +108,7 @@ def run_both(cluster: HanamiCluster, x, y, batch_size: int = 1, chunk: int | Non
     if arena is not None:
         engine._resize_arena(arena)
     out_engine, starts_engine = learn(torch.ops.hanami.train_, engine, x, y, batch_size, chunk)
-    for op in PORTABLE_ORDERS:
+    for op in PORTABLE_SCHEDULES:
         portable = copy.deepcopy(cluster)
         if arena is not None:
             portable._resize_arena(arena)
@@ -246,21 +249,21 @@ def test_mnist_samples(mnist_train):
 # ---- request mode (predict_): forward passes with carried-over neuron state, no growth ----------
 
 @torch.library.register_fake("hanami::predict_portable_")
-def _predict_portable_fake(layout, state, config, inputs, outputs, item_order=0):
+def _predict_portable_fake(layout, state, config, inputs, outputs, schedule=0):
     return None
 
 
 def predict_both(cluster: HanamiCluster, x) -> torch.Tensor:
-    """predict_ of the engine and of the portable step (both item orders) from the same state:
+    """predict_ of the engine and of the portable step (every schedule) from the same state:
     identical outputs and identical state afterwards (neuron potentials, activity, refractory)."""
     engine = copy.deepcopy(cluster)
     out_engine = torch.empty(x.shape[0], cluster.n_outputs)
     torch.ops.hanami.predict_(engine._layout(), engine._state(), engine.config, x, out_engine)
-    for order in (0, 1):
+    for schedule in SCHEDULES:
         portable = copy.deepcopy(cluster)
         out = torch.full_like(out_engine, float("nan"))
         torch.ops.hanami.predict_portable_(portable._layout(), portable._state(), portable.config, x, out,
-                                           item_order=order)
+                                           schedule=schedule)
         assert torch.equal(out, out_engine)
         assert_identical(portable, engine)
     return out_engine
@@ -310,8 +313,8 @@ def test_portable_op_refuses_compat_and_bad_arguments():
     ):
         with pytest.raises(RuntimeError, match=message):
             torch.ops.hanami.train_portable_(*args, start, pending, batch_size)
-    with pytest.raises(RuntimeError, match="item_order must be 0"):
-        torch.ops.hanami.train_portable_(*args, 0, torch.empty(0), 1, item_order=2)
+    with pytest.raises(RuntimeError, match="schedule must be 0"):
+        torch.ops.hanami.train_portable_(*args, 0, torch.empty(0), 1, schedule=3)
     with pytest.raises(RuntimeError, match=r"inputs must be \[4, 25\]"):
         torch.ops.hanami.train_portable_(cluster._layout(), cluster._state(), cluster.config, x[:, :7].contiguous(),
                                          y, torch.empty(4, 5), 0, torch.empty(0), 1)

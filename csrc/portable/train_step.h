@@ -15,9 +15,10 @@
 // separated by team.sync(). The Team type is the caller's:
 //   - on the GPU (csrc/cuda/train_cuda.cu) the threads of one block: for_each is a block-stride
 //     loop, sync() is __syncthreads(), add() an atomic add;
-//   - on the CPU (csrc/cpu/portable_cpu.cpp) one thread that runs every item, in ascending or in
-//     descending order: the tests run both orders against the engine, so an item that depended
-//     on another item of its phase would show up there.
+//   - on the CPU (csrc/cpu/portable_cpu.cpp), for the tests: one thread that runs every item in
+//     ascending or in descending order, or a few threads with a barrier, like a thread block.
+//     The tests run all three against the engine, so an item that depended on another item of
+//     its phase, or a missing sync, would show up there.
 // Floats are added in the engine's order: the walks store each slot's contribution, and one item
 // per target neuron then sums its contributions in processing order (sections of the block in
 // ascending id, slots in order), so the GPU does not need float atomics.
@@ -136,6 +137,7 @@ struct Shared {
   int32_t n_create;     // input neurons that fired for the first time (input phase)
   int32_t lists_valid;  // block_begin/block_list describe sec_block (no section created or freed since)
   int32_t any_pending;  // sections freed by reduction may wait for re-creation
+  int32_t n_emptied;    // sections that reduction freed
   int32_t verdict;      // the leader's answer to the team (does the compaction fit, ...)
   int64_t arena_total;  // compaction: slots of the packed arena
 };
@@ -860,13 +862,18 @@ HANAMI_STEP void reduce(const Team& team, const TrainNet& v, Scratch& sc) {
     v.sec_len[s] = 0;
     v.sec_cap[s] = 0;
     v.sec_block[s] = kPendingSection;
-    sc.shared->lists_valid = 0;  // every writer writes the same value
-    sc.shared->any_pending = 1;
+    team.add(&sc.shared->n_emptied, 1);
   });
+  team.sync();
+  if (team.leader() && sc.shared->n_emptied > 0) {
+    sc.shared->n_emptied = 0;
+    sc.shared->lists_valid = 0;
+    sc.shared->any_pending = 1;
+  }
   team.sync();
 }
 
-HANAMI_STEP void reset_shared(Scratch& sc) { *sc.shared = Shared{0, 0, 0, 0, 1, 0, 0}; }
+HANAMI_STEP void reset_shared(Scratch& sc) { *sc.shared = Shared{0, 0, 0, 0, 1, 0, 0, 0}; }
 
 // compact_ on its own (not inside train): packs the arena with `slack` spare slots per section.
 template <class Team>
