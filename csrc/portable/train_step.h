@@ -48,6 +48,7 @@ namespace portable {
 constexpr int kGrowSlack = 7;     // engine.cpp: spare slots when a section outgrows its reserve
 constexpr int kCompactSlack = 2;  // engine.cpp: spare slots per section after a compaction
 constexpr int kDeltaStride = 256; // a block's delta row: any u8 target (0xFF too) reads an entry
+constexpr int kListChunk = 128;   // section ids per chunk when the block lists are rebuilt
 
 // Raw views of the cluster's tensors (cluster_state.h). syn_counter is null without reduction,
 // syn_accum null without Adagrad, syn_pending null for online learning.
@@ -138,6 +139,7 @@ struct Shared {
   int32_t lists_valid;  // block_begin/block_list describe sec_block (no section created or freed since)
   int32_t any_pending;  // sections freed by reduction may wait for re-creation
   int32_t n_emptied;    // sections that reduction freed
+  int32_t n_recreate;   // entries of Scratch::recreate
   int32_t verdict;      // the leader's answer to the team (does the compaction fit, ...)
   int64_t arena_total;  // compaction: slots of the packed arena
 };
@@ -148,12 +150,14 @@ struct Scratch {
   uint8_t* block_positive;   // [blocks*256] potential > 0 (reduction)
   float* slot_value;         // [sections] per-section backward sums
   int32_t* block_begin;      // [blocks+1] CSR of the live sections per block
-  int32_t* block_fill;       // [blocks] fill cursor while the CSR is built
+  int32_t* block_fill;       // [blocks] sections per block while the CSR is built
+  int32_t* chunk_counts;     // [chunks * blocks] while the CSR is built (build_block_lists)
   int32_t* block_list;       // [sections]
   int32_t* visit_reached;    // [sections] reached slots of block_list[i] in this sample (0: none)
   int32_t* visit_start;      // [sections] first arena slot of block_list[i] when it was walked
   int32_t* grown;            // [sections] sections whose length grew in the current brick
   int32_t* new_start;        // [sections] compaction: new first slot of each section
+  int32_t* recreate;         // [sections] sections freed by reduction, to be re-created
   Request* requests;         // [sections + neurons]
   float* slot_contrib;       // [capacity] what each reached slot adds to its target (forward)
   float* arena_temp;         // [capacity] compaction: one arena array at a time
@@ -172,7 +176,8 @@ HANAMI_STEP int64_t scratch_bytes(int64_t n_neurons, int64_t n_blocks, int64_t n
   total += align_up(sections * 4);        // slot_value
   total += align_up((n_blocks + 1) * 4);  // block_begin
   total += align_up(n_blocks * 4);        // block_fill
-  total += align_up(sections * 4) * 5;    // block_list, visit_reached, visit_start, grown, new_start
+  total += align_up((sections + kListChunk - 1) / kListChunk * n_blocks * 4);  // chunk_counts
+  total += align_up(sections * 4) * 6;    // block_list, visit_reached, visit_start, grown, new_start, recreate
   total += align_up((sections + n_neurons) * int64_t(sizeof(Request)));
   total += align_up(capacity * 4) * 2;    // slot_contrib, arena_temp
   total += align_up(int64_t(sizeof(Shared)));
@@ -197,11 +202,13 @@ HANAMI_STEP Scratch carve_scratch(void* buffer, int64_t n_neurons, int64_t n_blo
   s.slot_value = reinterpret_cast<float*>(take(&p, sections * 4));
   s.block_begin = reinterpret_cast<int32_t*>(take(&p, (n_blocks + 1) * 4));
   s.block_fill = reinterpret_cast<int32_t*>(take(&p, n_blocks * 4));
+  s.chunk_counts = reinterpret_cast<int32_t*>(take(&p, (sections + kListChunk - 1) / kListChunk * n_blocks * 4));
   s.block_list = reinterpret_cast<int32_t*>(take(&p, sections * 4));
   s.visit_reached = reinterpret_cast<int32_t*>(take(&p, sections * 4));
   s.visit_start = reinterpret_cast<int32_t*>(take(&p, sections * 4));
   s.grown = reinterpret_cast<int32_t*>(take(&p, sections * 4));
   s.new_start = reinterpret_cast<int32_t*>(take(&p, sections * 4));
+  s.recreate = reinterpret_cast<int32_t*>(take(&p, sections * 4));
   s.requests = reinterpret_cast<Request*>(take(&p, (sections + n_neurons) * int64_t(sizeof(Request))));
   s.slot_contrib = reinterpret_cast<float*>(take(&p, capacity * 4));
   s.arena_temp = reinterpret_cast<float*>(take(&p, capacity * 4));
@@ -279,29 +286,57 @@ HANAMI_STEP void copy_n(const T* from, int64_t n, T* to) {
 
 // ---- the live sections per block, ascending section id ------------------------------------------
 
-// The leader's part: rebuilds the lists when a section was created or freed since the last build.
-HANAMI_STEP void build_block_lists_now(const TrainNet& v, Scratch& sc) {
-  if (sc.shared->lists_valid) return;
-  sc.shared->lists_valid = 1;
-  const int64_t n_sections = int64_t(v.n_neurons) * kSectionsPerNeuron;
-  for (int g = 0; g <= v.n_blocks; ++g) sc.block_begin[g] = 0;
-  for (int64_t s = 0; s < n_sections; ++s)
-    if (v.sec_block[s] >= 0) sc.block_begin[v.sec_block[s] + 1] += 1;
-  for (int g = 0; g < v.n_blocks; ++g) {
-    sc.block_begin[g + 1] += sc.block_begin[g];
-    sc.block_fill[g] = sc.block_begin[g];
-  }
-  for (int64_t s = 0; s < n_sections; ++s)
-    if (v.sec_block[s] >= 0) sc.block_list[sc.block_fill[v.sec_block[s]]++] = int32_t(s);
-  if (v.sec_conn != nullptr)
-    for (int g = 0; g < v.n_blocks; ++g)
-      heap_sort(sc.block_list + sc.block_begin[g], int64_t(sc.block_begin[g + 1] - sc.block_begin[g]),
-                ConnectionKey{v.sec_conn});
-}
-
+// Rebuilds the lists when a section was created or freed since the last build, in parallel:
+// the section ids are cut into chunks of kListChunk; each chunk counts its sections per block,
+// each block turns its chunk counts into offsets (chunks in id order), and each chunk then places
+// its sections, ascending id, at those offsets. In compat mode each block's list is then sorted
+// by connection slot. Without a rebuild there is no sync.
 template <class Team>
 HANAMI_STEP void build_block_lists(const Team& team, const TrainNet& v, Scratch& sc) {
-  if (team.leader()) build_block_lists_now(v, sc);
+  if (sc.shared->lists_valid) return;
+  const int64_t n_sections = int64_t(v.n_neurons) * kSectionsPerNeuron;
+  const int64_t n_chunks = (n_sections + kListChunk - 1) / kListChunk;
+  const int32_t n_blocks = v.n_blocks;
+  team.for_each(n_chunks, [&](int64_t c) {
+    int32_t* count = sc.chunk_counts + c * n_blocks;
+    for (int32_t g = 0; g < n_blocks; ++g) count[g] = 0;
+    const int64_t end = (c + 1) * kListChunk < n_sections ? (c + 1) * kListChunk : n_sections;
+    for (int64_t s = c * kListChunk; s < end; ++s)
+      if (v.sec_block[s] >= 0) count[v.sec_block[s]] += 1;
+  });
+  team.sync();
+  team.for_each(n_blocks, [&](int64_t g) {  // chunk counts become offsets inside the block
+    int32_t total = 0;
+    for (int64_t c = 0; c < n_chunks; ++c) {
+      const int32_t n = sc.chunk_counts[c * n_blocks + g];
+      sc.chunk_counts[c * n_blocks + g] = total;
+      total += n;
+    }
+    sc.block_fill[g] = total;
+  });
+  team.sync();
+  if (team.leader()) {
+    sc.block_begin[0] = 0;
+    for (int32_t g = 0; g < n_blocks; ++g) sc.block_begin[g + 1] = sc.block_begin[g] + sc.block_fill[g];
+  }
+  team.sync();
+  team.for_each(n_chunks, [&](int64_t c) {
+    int32_t* offset = sc.chunk_counts + c * n_blocks;
+    const int64_t end = (c + 1) * kListChunk < n_sections ? (c + 1) * kListChunk : n_sections;
+    for (int64_t s = c * kListChunk; s < end; ++s) {
+      const int32_t g = v.sec_block[s];
+      if (g >= 0) sc.block_list[sc.block_begin[g] + offset[g]++] = int32_t(s);
+    }
+  });
+  team.sync();
+  if (v.sec_conn != nullptr) {
+    team.for_each(n_blocks, [&](int64_t g) {
+      heap_sort(sc.block_list + sc.block_begin[g], int64_t(sc.block_begin[g + 1] - sc.block_begin[g]),
+                ConnectionKey{v.sec_conn});
+    });
+    team.sync();
+  }
+  if (team.leader()) sc.shared->lists_valid = 1;
   team.sync();
 }
 
@@ -402,9 +437,9 @@ HANAMI_STEP bool compact(const Team& team, const TrainNet& v, Scratch& sc, int s
 template <class Team>
 HANAMI_STEP bool reserve_waiting(const Team& team, const TrainNet& v, const TrainConfig& cfg, Scratch& sc) {
   team.sync();  // every member has read the counters that led here
+  build_block_lists(team, v, sc);
   if (team.leader()) {
     v.counters[kNeedy] = 0;
-    build_block_lists_now(v, sc);
     for (int32_t i = 0; i < sc.block_begin[v.n_blocks]; ++i) ensure_reserve(v, cfg, sc.block_list[i]);
   }
   team.sync();
@@ -454,21 +489,31 @@ HANAMI_STEP bool create_section(const TrainNet& v, const TrainConfig& cfg, Scrat
 }
 
 // The default mode's growth step: sections freed by reduction are re-created in their slots
-// (ascending id), then the sample's requests in (neuron, origin) order.
+// (ascending id), then the sample's requests in (neuron, origin) order. The freed sections are
+// found by all members (one item per section), the creation is the leader's.
 template <class Team>
 HANAMI_STEP void create_requested_sections(const Team& team, const TrainNet& v, const TrainConfig& cfg,
                                            Scratch& sc, int64_t step) {
+  const bool any_pending = sc.shared->any_pending != 0;
+  if (any_pending) {
+    team.for_each(int64_t(v.n_neurons) * kSectionsPerNeuron, [&](int64_t s) {
+      if (v.sec_block[s] == kPendingSection) sc.recreate[team.add(&sc.shared->n_recreate, 1)] = int32_t(s);
+    });
+    team.sync();
+  }
   if (team.leader()) {
     Shared& sh = *sc.shared;
-    const int64_t n_sections = sh.any_pending ? int64_t(v.n_neurons) * kSectionsPerNeuron : 0;
-    sh.any_pending = 0;
-    for (int64_t s = 0; s < n_sections; ++s) {
-      if (v.sec_block[s] != kPendingSection) continue;
-      v.sec_block[s] = kNoSection;
-      const uint8_t had_next = v.sec_has_next[s];
-      if (create_section(v, cfg, sc, step, int32_t(s / kSectionsPerNeuron), v.sec_offset[s],
-                         int32_t(s % kSectionsPerNeuron)))
-        v.sec_has_next[s] = had_next;
+    if (any_pending) {
+      sh.any_pending = 0;
+      heap_sort(sc.recreate, int64_t(sh.n_recreate), IntKey());
+      for (int32_t i = 0; i < sh.n_recreate; ++i) {
+        const int32_t s = sc.recreate[i];
+        v.sec_block[s] = kNoSection;
+        const uint8_t had_next = v.sec_has_next[s];
+        if (create_section(v, cfg, sc, step, s / kSectionsPerNeuron, v.sec_offset[s], s % kSectionsPerNeuron))
+          v.sec_has_next[s] = had_next;
+      }
+      sh.n_recreate = 0;
     }
     heap_sort(sc.requests, int64_t(sh.n_requests), RequestKey());
     for (int32_t i = 0; i < sh.n_requests; ++i)
@@ -873,7 +918,12 @@ HANAMI_STEP void reduce(const Team& team, const TrainNet& v, Scratch& sc) {
   team.sync();
 }
 
-HANAMI_STEP void reset_shared(Scratch& sc) { *sc.shared = Shared{0, 0, 0, 0, 1, 0, 0, 0}; }
+// Start of a call: nothing counted, the lists to be built, and sections that reduction freed in
+// an earlier call may wait for re-creation.
+HANAMI_STEP void reset_shared(Scratch& sc) {
+  *sc.shared = Shared{};
+  sc.shared->any_pending = 1;
+}
 
 // compact_ on its own (not inside train): packs the arena with `slack` spare slots per section.
 template <class Team>
