@@ -1,7 +1,8 @@
 # hanami_torch: set up, build, train and test with one command each.
 #
 #   make mnist        train the MNIST example, save checkpoints/mnist.safetensors
-#   make test         run the whole test suite
+#   make test         run the whole test suite, then the race check of the GPU's train step
+#   make race-check   tests/test_portable_train.py on a ThreadSanitizer build (build/tsan)
 #   make build        create/update .venv and (re)build the C++ extension
 #   make bench        MNIST benchmark against a PyTorch MLP, JSON in bench-results/
 #   make cuda-build   check that the CUDA extension compiles (needs nvcc; no GPU needed)
@@ -36,7 +37,7 @@ PYTEST_ARGS ?=
 
 CUDA_HOME ?= /usr/local/cuda
 
-.PHONY: all mnist test build bench cuda-build cuda-check venv clean distclean
+.PHONY: all mnist test race-check build bench cuda-build cuda-check venv clean distclean
 
 all: build
 
@@ -45,6 +46,11 @@ mnist: build
 
 test: build
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory race-check
+
+# The portable train step (the GPU's code) with four threads under ThreadSanitizer.
+race-check: $(VENV)/.installed
+	PYTHON=$(PY) tests/race_check.sh
 
 bench: build
 	mkdir -p bench-results
