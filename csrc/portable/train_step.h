@@ -49,6 +49,7 @@ constexpr int kGrowSlack = 7;     // engine.cpp: spare slots when a section outg
 constexpr int kCompactSlack = 2;  // engine.cpp: spare slots per section after a compaction
 constexpr int kDeltaStride = 256; // a block's delta row: any u8 target (0xFF too) reads an entry
 constexpr int kListChunk = 128;   // section ids per chunk when the block lists are rebuilt
+constexpr int kScanWidth = 8;     // slots whose loads the neuron scan issues together
 
 // Raw views of the cluster's tensors (cluster_state.h). syn_counter is null without reduction,
 // syn_accum null without Adagrad, syn_pending null for online learning.
@@ -694,7 +695,17 @@ HANAMI_STEP float neuron_input(const TrainNet& v, const Scratch& sc, int32_t g, 
     if (count == 0) continue;
     const uint8_t* target = v.syn_target + sc.visit_start[pos];
     const float* contrib = sc.slot_contrib + sc.visit_start[pos];
-    for (int k = 0; k < count; ++k)
+    int k = 0;
+    // eight slots' loads first, then their adds in order: a GPU thread waits once per eight
+    for (; k + kScanWidth <= count; k += kScanWidth) {
+      uint8_t t[kScanWidth];
+      float c[kScanWidth];
+      for (int j = 0; j < kScanWidth; ++j) t[j] = target[k + j];
+      for (int j = 0; j < kScanWidth; ++j) c[j] = contrib[k + j];
+      for (int j = 0; j < kScanWidth; ++j)
+        if (t[j] == i) sum = sum + c[j];
+    }
+    for (; k < count; ++k)
       if (target[k] == i) sum = sum + contrib[k];
   }
   return sum;
