@@ -19,9 +19,10 @@
 //     ascending or in descending order, or a few threads with a barrier, like a thread block.
 //     The tests run all three against the engine, so an item that depended on another item of
 //     its phase, or a missing sync, would show up there.
-// Floats are added in the engine's order: the walks store each slot's contribution, and one item
-// per target neuron then sums its contributions in processing order (sections of the block in
-// ascending id, slots in order), so the GPU does not need float atomics.
+// Floats are added in the engine's order: the walks store each slot's contribution, a counting
+// sort orders them by target neuron while keeping the processing order (sections of the block in
+// ascending id, slots in order), and one item per target neuron adds its list, so the GPU needs
+// no float atomics.
 //
 // Team-wide scalars (counts of appended requests, flags) live in the scratch buffer (Shared), so
 // that every thread of a block sees them after a sync.
@@ -161,6 +162,11 @@ struct Scratch {
   int32_t* recreate;         // [sections] sections freed by reduction, to be re-created
   Request* requests;         // [sections + neurons]
   float* slot_contrib;       // [capacity] what each reached slot adds to its target (forward)
+  int32_t* target_rank;      // [sections * 64] per visit and target: count, then first place
+  int32_t* list_begin;       // [blocks * 64] start of each target's list inside its block's part
+  int32_t* list_count;       // [blocks * 64] length of each target's list
+  int32_t* block_sorted;     // [blocks] start of each block's part of sorted_contrib
+  float* sorted_contrib;     // [capacity] the brick's contributions sorted by target
   float* arena_temp;         // [capacity] compaction: one arena array at a time
   Shared* shared;
 };
@@ -180,7 +186,10 @@ HANAMI_STEP int64_t scratch_bytes(int64_t n_neurons, int64_t n_blocks, int64_t n
   total += align_up((sections + kListChunk - 1) / kListChunk * n_blocks * 4);  // chunk_counts
   total += align_up(sections * 4) * 6;    // block_list, visit_reached, visit_start, grown, new_start, recreate
   total += align_up((sections + n_neurons) * int64_t(sizeof(Request)));
-  total += align_up(capacity * 4) * 2;    // slot_contrib, arena_temp
+  total += align_up(capacity * 4) * 3;    // slot_contrib, sorted_contrib, arena_temp
+  total += align_up(sections * kNeuronsPerBlock * 4);  // target_rank
+  total += align_up(n_blocks * kNeuronsPerBlock * 4) * 2;  // list_begin, list_count
+  total += align_up(n_blocks * 4);        // block_sorted
   total += align_up(int64_t(sizeof(Shared)));
   return total;
 }
@@ -212,6 +221,11 @@ HANAMI_STEP Scratch carve_scratch(void* buffer, int64_t n_neurons, int64_t n_blo
   s.recreate = reinterpret_cast<int32_t*>(take(&p, sections * 4));
   s.requests = reinterpret_cast<Request*>(take(&p, (sections + n_neurons) * int64_t(sizeof(Request))));
   s.slot_contrib = reinterpret_cast<float*>(take(&p, capacity * 4));
+  s.target_rank = reinterpret_cast<int32_t*>(take(&p, sections * kNeuronsPerBlock * 4));
+  s.list_begin = reinterpret_cast<int32_t*>(take(&p, n_blocks * kNeuronsPerBlock * 4));
+  s.list_count = reinterpret_cast<int32_t*>(take(&p, n_blocks * kNeuronsPerBlock * 4));
+  s.block_sorted = reinterpret_cast<int32_t*>(take(&p, n_blocks * 4));
+  s.sorted_contrib = reinterpret_cast<float*>(take(&p, capacity * 4));
   s.arena_temp = reinterpret_cast<float*>(take(&p, capacity * 4));
   s.shared = reinterpret_cast<Shared*>(take(&p, int64_t(sizeof(Shared))));
   return s;
@@ -684,30 +698,97 @@ HANAMI_STEP int64_t row_index(int64_t i) {
   return (i / kNeuronsPerBlock) * kDeltaStride + i % kNeuronsPerBlock;
 }
 
-// A neuron's input: its reached slots' contributions added in the engine's order (the block's
-// sections in list order, their slots in order), starting from 0. On the GPU this scan is the
-// critical path of a brick (every thread of a block reads the same slots), so the walk phase
-// leaves each position's first slot beside its count (no section-id indirection here).
-HANAMI_STEP float neuron_input(const TrainNet& v, const Scratch& sc, int32_t g, int32_t i) {
-  float sum = 0.0f;
-  for (int32_t pos = sc.block_begin[g]; pos < sc.block_begin[g + 1]; ++pos) {
+// ---- neuron inputs: the walks' contributions sorted by target, in processing order -------------
+//
+// A neuron's input is the sum of its reached slots' contributions in the engine's order: the
+// block's sections in list order, their slots in order, starting from 0. Rather than have every
+// neuron scan all reached slots of its block (each of the output brick's neurons would scan the
+// walks of the whole hidden layer), the contributions are first sorted by target neuron, keeping
+// that order (a counting sort over per-visit target counts); then each neuron adds its own list.
+
+// Walk phase, per visit: how many of its reached slots target each neuron of the block (an empty
+// slot, target 0xFF, reached in request mode adds nothing).
+HANAMI_STEP void count_targets(const TrainNet& v, Scratch& sc, int32_t pos) {
+  int32_t* count = sc.target_rank + int64_t(pos) * kNeuronsPerBlock;
+  for (int t = 0; t < kNeuronsPerBlock; ++t) count[t] = 0;
+  const uint8_t* target = v.syn_target + sc.visit_start[pos];
+  for (int k = 0; k < sc.visit_reached[pos]; ++k)
+    if (target[k] < kNeuronsPerBlock) count[target[k]] += 1;
+}
+
+template <class Team>
+HANAMI_STEP void sort_contributions(const Team& team, const TrainNet& v, Scratch& sc, int b) {
+  const int32_t first_block = v.brick_first_block(b);
+  const int32_t n_blocks = v.brick_blocks(b);
+  // per (block, target): each visit's count becomes its first place in the target's list
+  team.for_each(int64_t(n_blocks) * kNeuronsPerBlock, [&](int64_t j) {
+    const int32_t g = first_block + int32_t(j / kNeuronsPerBlock);
+    const int64_t t = j % kNeuronsPerBlock;
+    int32_t total = 0;
+    for (int32_t pos = sc.block_begin[g]; pos < sc.block_begin[g + 1]; ++pos) {
+      if (sc.visit_reached[pos] == 0) continue;
+      int32_t* rank = sc.target_rank + int64_t(pos) * kNeuronsPerBlock + t;
+      const int32_t n = *rank;
+      *rank = total;
+      total += n;
+    }
+    sc.list_count[int64_t(g) * kNeuronsPerBlock + t] = total;
+  });
+  team.sync();
+  // per block: where each target's list starts inside the block's part
+  team.for_each(n_blocks, [&](int64_t j) {
+    const int64_t g = first_block + j;
+    int32_t total = 0;
+    for (int t = 0; t < kNeuronsPerBlock; ++t) {
+      sc.list_begin[g * kNeuronsPerBlock + t] = total;
+      total += sc.list_count[g * kNeuronsPerBlock + t];
+    }
+    sc.block_sorted[g] = total;
+  });
+  team.sync();
+  if (team.leader()) {  // the blocks' parts one after the other: sizes become starts
+    int32_t start = 0;
+    for (int32_t g = first_block; g < first_block + n_blocks; ++g) {
+      const int32_t size = sc.block_sorted[g];
+      sc.block_sorted[g] = start;
+      start += size;
+    }
+  }
+  team.sync();
+  // per visit: its contributions to their places
+  const int32_t first = sc.block_begin[first_block];
+  team.for_each(sc.block_begin[first_block + n_blocks] - first, [&](int64_t j) {
+    const int32_t pos = first + int32_t(j);
     const int32_t count = sc.visit_reached[pos];
-    if (count == 0) continue;
+    if (count == 0) return;
+    const int64_t g = v.sec_block[sc.block_list[pos]];
+    const int32_t* begin = sc.list_begin + g * kNeuronsPerBlock;
+    int32_t* rank = sc.target_rank + int64_t(pos) * kNeuronsPerBlock;
     const uint8_t* target = v.syn_target + sc.visit_start[pos];
     const float* contrib = sc.slot_contrib + sc.visit_start[pos];
-    int k = 0;
-    // eight slots' loads first, then their adds in order: a GPU thread waits once per eight
-    for (; k + kScanWidth <= count; k += kScanWidth) {
-      uint8_t t[kScanWidth];
-      float c[kScanWidth];
-      for (int j = 0; j < kScanWidth; ++j) t[j] = target[k + j];
-      for (int j = 0; j < kScanWidth; ++j) c[j] = contrib[k + j];
-      for (int j = 0; j < kScanWidth; ++j)
-        if (t[j] == i) sum = sum + c[j];
+    float* sorted = sc.sorted_contrib + sc.block_sorted[g];
+    for (int k = 0; k < count; ++k) {
+      const uint8_t t = target[k];
+      if (t < kNeuronsPerBlock) sorted[begin[t] + rank[t]++] = contrib[k];
     }
-    for (; k < count; ++k)
-      if (target[k] == i) sum = sum + contrib[k];
+  });
+  team.sync();
+}
+
+// The input of neuron i of block g: its sorted contributions added in order (loads issued eight
+// at a time, so that a GPU thread waits once per eight).
+HANAMI_STEP float neuron_input(const Scratch& sc, int32_t g, int32_t i) {
+  const int64_t at = int64_t(g) * kNeuronsPerBlock + i;
+  const float* contrib = sc.sorted_contrib + sc.block_sorted[g] + sc.list_begin[at];
+  const int32_t count = sc.list_count[at];
+  float sum = 0.0f;
+  int32_t k = 0;
+  for (; k + kScanWidth <= count; k += kScanWidth) {
+    float c[kScanWidth];
+    for (int j = 0; j < kScanWidth; ++j) c[j] = contrib[k + j];
+    for (int j = 0; j < kScanWidth; ++j) sum = sum + c[j];
   }
+  for (; k < count; ++k) sum = sum + contrib[k];
   return sum;
 }
 
@@ -743,9 +824,9 @@ HANAMI_STEP void update_neuron(const Team& team, const TrainNet& v, const TrainC
 }
 
 // One brick's forward pass: the walks of its live sections whose source fires (one item each),
-// then each neuron's input and new value (one item each), then the reserves of the sections
-// that grew, renewed in section order (engine.cpp: merge_lanes). In request mode (target null)
-// the walks do not grow.
+// their contributions sorted by target, then each neuron's input and new value (one item each),
+// then the reserves of the sections that grew, renewed in section order (engine.cpp:
+// merge_lanes). In request mode (target null) the walks do not grow.
 template <class Team>
 HANAMI_STEP void forward_brick(const Team& team, const TrainNet& v, const TrainConfig& cfg, Scratch& sc,
                                int64_t step, int b, const float* target, float* output) {
@@ -761,11 +842,13 @@ HANAMI_STEP void forward_brick(const Team& team, const TrainNet& v, const TrainC
                                 ? walk_request(v, sc, s, v.potential[neuron])
                                 : walk_train(team, v, cfg, sc, step, s, v.potential[neuron],
                                              v.block_count(v.sec_block[s]));
+    if (sc.visit_reached[pos] > 0) count_targets(v, sc, pos);
   });
   team.sync();
+  sort_contributions(team, v, sc, b);
   team.for_each(int64_t(v.brick_blocks(b)) * kNeuronsPerBlock, [&](int64_t i) {
     if (i >= v.brick_count(b)) return;
-    const float input = neuron_input(v, sc, first_block + int32_t(i / kNeuronsPerBlock),
+    const float input = neuron_input(sc, first_block + int32_t(i / kNeuronsPerBlock),
                                      int32_t(i % kNeuronsPerBlock));
     update_neuron(team, v, cfg, sc, b, int32_t(i), input, target, output);
   });
