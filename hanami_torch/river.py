@@ -113,13 +113,17 @@ class _HanamiEstimator:
         raise NotImplementedError
 
     def _build(self, x: dict) -> None:
+        if not isinstance(x, dict):
+            raise ValueError(f"x must be a dict of feature name -> number, got {type(x).__name__}")
         names = self.features if self.features is not None else tuple(sorted(x, key=_sort_key))
         if not names:
             raise ValueError("the first sample has no features: a network needs at least one input")
         # check the first sample before building, so that a bad one leaves no network behind
         values = [x.get(name, 0) for name in names]
         _check_types(names, values)
-        if not np.isfinite(np.asarray(values, dtype=np.float32)).all():
+        with np.errstate(over="ignore"):
+            finite = np.isfinite(np.asarray(values, dtype=np.float32)).all()
+        if not finite:
             _raise_not_finite(names, values)
         text = self._template_text(len(names))
         n_inputs = Template.parse(text).n_inputs
@@ -164,7 +168,8 @@ class _HanamiEstimator:
         if len(x) > len(names) and not self._warned_new:
             self._warn_new(x)
         row = self._row
-        row[0] = values
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf and is reported below
+            row[0] = values
         if not np.isfinite(row).all():
             _raise_not_finite(names, values)
         return self._x
@@ -179,7 +184,7 @@ class _HanamiEstimator:
                 f"input neurons for {len(known)} features); list every feature up front with "
                 f"{type(self).__name__}(features=[...]). This warning is shown once.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,  # the caller of learn_one / predict_one
             )
 
     @property
