@@ -2,9 +2,11 @@
 
 A checkpoint holds every layout and state tensor of the cluster under its own name, and metadata
 (strings) with the format version, the package version, the template text, the seed, the
-constructor options and a SHA-256 checksum of the tensors. ``load`` rebuilds the cluster from the template and then replaces its tensors,
-checking every name, dtype and shape, so a foreign or damaged file raises a clear error instead of
-giving a silently corrupted network.
+constructor options and a SHA-256 checksum over the tensors and all that metadata (so an edited
+seed or learning rate is noticed as well as a flipped bit). ``load`` rebuilds the cluster from the
+template and then replaces its tensors, checking every name, dtype and shape and then the network's
+consistency (``HanamiCluster.validate_state``), so a foreign or damaged file raises a clear error
+instead of giving a silently corrupted network.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import torch
 from ._version import __version__
 
 FORMAT = "hanami_torch.cluster"
-FORMAT_VERSION = 1
+#: 2: the checksum covers the metadata too; files of format 1 (checksum over the tensors only) load
+FORMAT_VERSION = 2
 
 
 class CheckpointError(ValueError):
@@ -58,13 +61,13 @@ def save(cluster, path: str | os.PathLike, *, optimizer: torch.optim.Optimizer |
         options["input_shape"] = list(cluster.input_shape)
         options["field_radius"] = cluster.field_radius
     metadata = {
-        "sha256": tensor_digest(tensors),
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "package_version": __version__,
         "template": cluster.template.dumps(),
         "options": json.dumps(options),
     }
+    metadata["sha256"] = checksum(tensors, metadata)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".partial")
@@ -81,6 +84,15 @@ def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
         tensor = tensors[name].detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def checksum(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """The ``sha256`` entry of a checkpoint (format 2): SHA-256 over :func:`tensor_digest` and
+    every other metadata entry (keys and values, in key order)."""
+    digest = hashlib.sha256(tensor_digest(tensors).encode())
+    digest.update(json.dumps({key: value for key, value in metadata.items() if key != "sha256"},
+                             sort_keys=True).encode())
     return digest.hexdigest()
 
 
@@ -118,10 +130,11 @@ def load(path: str | os.PathLike):
     except ValueError as error:
         raise CheckpointError(f"{path}: {error}") from None
     # last, because the checks above name the problem more precisely when they find one
-    if metadata.get("sha256") != tensor_digest(tensors):
+    old = int(metadata["format_version"]) < 2  # format 1: the checksum covers the tensors only
+    if metadata.get("sha256") != (tensor_digest(tensors) if old else checksum(tensors, metadata)):
         raise CheckpointError(
-            f"{path} is damaged: its tensors do not match the checksum written with them; restore "
-            "the file from a copy"
+            f"{path} is damaged: its tensors or metadata do not match the checksum written with "
+            "them; restore the file from a copy"
         )
     return cluster
 

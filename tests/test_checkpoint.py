@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -73,15 +74,20 @@ def saved(tmp_path):
     return cluster, path
 
 
-def rewrite(path, target, tensors=None, metadata=None):
-    """Copies the checkpoint at ``path`` to ``target`` with some tensors / metadata replaced."""
+def rewrite(path, target, tensors=None, metadata=None, sign=True):
+    """Copies the checkpoint at ``path`` to ``target`` with some tensors / metadata replaced (None:
+    removed). ``sign``: with the checksum recomputed, as anyone editing a file can, so that the
+    check under test and not the checksum refuses the file."""
     stored = load_file(str(path))
     with safe_open(str(path), framework="pt") as handle:
         meta = dict(handle.metadata())
     stored.update(tensors or {})
     stored = {name: value for name, value in stored.items() if value is not None}
     meta.update(metadata or {})
-    save_file(stored, str(target), metadata={k: v for k, v in meta.items() if v is not None})
+    meta = {k: v for k, v in meta.items() if v is not None}
+    if sign:
+        meta["sha256"] = checkpoint.checksum(stored, meta)
+    save_file(stored, str(target), metadata=meta)
     return target
 
 
@@ -276,18 +282,61 @@ def test_unusable_metadata(saved, tmp_path, metadata):
         checkpoint.load(target)
 
 
-def test_metadata_of_another_seed_does_not_match_the_layout(saved, tmp_path):
+#: the checkpoint template with walks of up to two steps: the target-brick lists depend on the seed
+SEEDED = TEMPLATE.format(reduction="false").replace("settings:\n", "settings:\n    max_connection_distance: 2\n")
+
+
+def test_metadata_of_another_seed_does_not_match_the_layout(tmp_path):
+    cluster = HanamiCluster(SEEDED, seed=3)
+    cluster.learn_many(*data(40, seed=0))
+    assert not torch.equal(HanamiCluster(SEEDED, seed=4).brick_targets, cluster.brick_targets)
+    path = tmp_path / "c.safetensors"
+    checkpoint.save(cluster, path)
+    options = json.loads(safe_open(str(path), framework="pt").metadata()["options"])
+    target = rewrite(path, tmp_path / "s.safetensors", metadata={"options": json.dumps({**options, "seed": 4})})
+    with pytest.raises(CheckpointError, match="'brick_targets' does not match the template and seed"):
+        checkpoint.load(target)
+    assert checkpoint.load(rewrite(path, tmp_path / "same.safetensors")).seed == 3
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"options": {"learning_rate": 0.1}},
+        {"options": {"init_scale": 0.3}},
+        {"options": {"seed": 4}},  # a seed that does not show in this template's layout
+        {"template": ("neuron_cooldown: 1000000.0", "neuron_cooldown: 1000.0")},
+        {"package_version": "0.0.1"},
+    ],
+    ids=["learning_rate", "init_scale", "seed", "template_setting", "package_version"],
+)
+def test_edited_metadata_is_caught_by_the_checksum(saved, tmp_path, edit):
+    """Metadata that still makes a valid checkpoint (the same layout) but a different network."""
     _, path = saved
-    options = {"seed": 4, "compat": False, "learning_rate": 0.05, "init_scale": 0.2}
-    target = rewrite(path, tmp_path / "s.safetensors", metadata={"options": json.dumps(options)})
-    # the template's target-brick lists are a line here, so the seed may not show in the layout;
-    # then the file is a valid checkpoint of that seed and must load
-    try:
-        loaded = checkpoint.load(target)
-    except CheckpointError as error:
-        assert "does not match the template and seed" in str(error)
-    else:
-        assert loaded.seed == 4
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata()
+    changed = {}
+    if "options" in edit:
+        changed["options"] = json.dumps({**json.loads(meta["options"]), **edit["options"]})
+    if "template" in edit:
+        assert edit["template"][0] in meta["template"]
+        changed["template"] = meta["template"].replace(*edit["template"])
+    if "package_version" in edit:
+        changed["package_version"] = edit["package_version"]
+    signed = checkpoint.load(rewrite(path, tmp_path / "signed.safetensors", metadata=changed))  # loads when signed
+    assert signed is not None
+    with pytest.raises(CheckpointError, match="do not match the checksum"):
+        checkpoint.load(rewrite(path, tmp_path / "edited.safetensors", metadata=changed, sign=False))
+
+
+def test_format_1_files_with_a_checksum_over_the_tensors_only_load(saved, tmp_path):
+    cluster, path = saved
+    tensors = load_file(str(path))
+    old = {"format_version": "1", "sha256": checkpoint.tensor_digest(tensors)}
+    assert_same_state(cluster, checkpoint.load(rewrite(path, tmp_path / "v1.safetensors", metadata=old, sign=False)))
+    with pytest.raises(CheckpointError, match="do not match the checksum"):
+        flipped = {**tensors, "potential": tensors["potential"] + 1}
+        checkpoint.load(rewrite(path, tmp_path / "bad.safetensors", tensors=flipped, metadata=old, sign=False))
 
 
 def test_layout_that_does_not_match_the_template(saved, tmp_path):
@@ -325,41 +374,29 @@ def test_wrong_tensor_dtype_shape_or_missing(saved, tmp_path, name, make, messag
         checkpoint.load(target)
 
 
-# Damaged contents (right dtypes and shapes, impossible values) must not crash the process. The cases
-# run in a subprocess (one forked child each), so that a crash fails a test instead of ending the
-# test session.
-_DAMAGE = textwrap.dedent(
+# Damaged contents (right dtypes and shapes, impossible values) are refused by
+# HanamiCluster.validate_state with a message naming the problem. Each file is damaged and then
+# signed again (the checksum is public: anyone can recompute it), so only validate_state stands
+# between the damage and the C++ kernels. The loads run in a subprocess (one forked child each)
+# that also predicts and learns with whatever loaded, so that a check that lets damage through
+# fails a test (crash, wrong error or "accepted") instead of ending the test session.
+_LOAD_DAMAGED = textwrap.dedent(
     """
     import json, os, sys, torch
-    from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
     from hanami_torch import checkpoint
     from hanami_torch.checkpoint import CheckpointError
 
     torch.set_num_threads(1)
-    source, folder, *cases = sys.argv[1:]
     results = {}
-    for case in cases:
-        target = os.path.join(folder, case + ".safetensors")
-        report = os.path.join(folder, case + ".txt")
+    for target in sys.argv[1:]:
+        report = target + ".txt"
         pid = os.fork()
         if pid == 0:
-            t = load_file(source)
-            with safe_open(source, "pt") as h:
-                meta = h.metadata()
-            live = (t["sec_block"] >= 0).nonzero()[0, 0]
-            if case == "sec_start":
-                t["sec_start"][live] = 10**8
-            elif case == "sec_block":
-                t["sec_block"][live] = 10**6
-            elif case == "syn_counter":
-                t["syn_counter"] = torch.zeros(0, dtype=torch.uint8)
-            save_file(t, target, metadata=meta)
             try:
                 cluster = checkpoint.load(target)
-                x = torch.rand(250, 6) * 255
+                x = torch.rand(250, cluster.n_inputs) * 255
                 cluster.predict_many(x)
-                cluster.learn_many(x, torch.zeros(250, 3))
+                cluster.learn_many(x, torch.zeros(250, cluster.n_outputs))
                 text = "accepted"
             except CheckpointError as error:
                 text = "refused: " + str(error)
@@ -370,35 +407,165 @@ _DAMAGE = textwrap.dedent(
             os._exit(0)
         _, status = os.waitpid(pid, 0)
         text = open(report).read() if os.path.exists(report) else ""
-        results[case] = [status, text]
+        results[target] = [status, text]
     print(json.dumps(results))
     """
 )
-DAMAGE_CASES = ["sec_start", "sec_block", "syn_counter"]
+
+
+def _live(t):
+    """Indices of the live sections, in the order of their slots in the arena."""
+    live = (t["sec_block"] >= 0).nonzero().flatten()
+    return live[t["sec_start"][live].argsort()]
+
+
+def _first_slot(t):
+    return int(t["sec_start"][_live(t)[0]])
+
+
+def _set(name, index, value):
+    def damage(t):
+        t[name][index(t) if callable(index) else index] = value
+    return damage
+
+
+def _replace(name, make):
+    def damage(t):
+        t[name] = make(t)
+    return damage
+
+
+def _last_section_above_top(t):
+    last = _live(t)[-1]
+    t["counters"][ops.COUNTER_ARENA_TOP] = int(t["sec_start"][last] + t["sec_cap"][last]) - 1
+
+
+def _overlap(t):
+    first, second = _live(t)[:2]
+    t["sec_start"][second] = t["sec_start"][first]
+
+
+def _longer_than_reserved(t):
+    first = _live(t)[0]
+    t["sec_len"][first] = t["sec_cap"][first] + 1
+
+
+_first = lambda t: _live(t)[0]  # noqa: E731
+_empty_u8 = lambda t: torch.zeros(0, dtype=torch.uint8)  # noqa: E731
+_empty_f32 = lambda t: torch.zeros(0, dtype=torch.float32)  # noqa: E731
+
+#: (case, kind of cluster, damage, validate_state's message): one case for each of its checks
+DAMAGE = [
+    ("sec_block_beyond", "reduction", _set("sec_block", _first, 10**6), "sec_block holds a block index out of range"),
+    ("sec_block_negative", "reduction", _set("sec_block", _first, -3), "sec_block holds a block index out of range"),
+    ("syn_counter_missing", "reduction", _replace("syn_counter", _empty_u8), "syn_counter must be as long as the arena"),
+    ("syn_accum_missing", "adagrad", _replace("syn_accum", _empty_f32), "syn_accum must be as long as the arena"),
+    ("longer_than_reserved", "reduction", _longer_than_reserved, "a section uses more slots than it reserves"),
+    ("more_than_63_slots", "reduction", _set("sec_cap", _first, 64), "a section uses more slots than it reserves"),
+    ("sec_start_beyond", "reduction", _set("sec_start", _first, 10**8), "a section's slots lie outside the synapse arena"),
+    ("sec_start_negative", "reduction", _set("sec_start", _first, -1), "a section's slots lie outside the synapse arena"),
+    ("overlapping_sections", "reduction", _overlap, "two sections share synapse slots"),
+    ("target_outside_block", "reduction", _set("syn_target", _first_slot, 64),
+     "a synapse targets a neuron outside its 64-neuron block"),
+    ("nan_weight", "reduction", _set("syn_weight", _first_slot, float("nan")), "a synapse weight or border is not finite"),
+    ("infinite_border", "reduction", _set("syn_upper", _first_slot, float("inf")),
+     "a synapse weight or border is not finite"),
+    ("gradient_short_section", "gradient", _set("sec_cap", _first, 62),
+     "a learning_rule='gradient' cluster reserves all 63 slots"),
+    ("grid_slot_outside", "compat", _set("sec_conn", _first, 10**6),
+     "a section's connection slot lies outside its brick's grid"),
+    ("grid_slot_negative", "compat", _set("sec_conn", _first, -5),
+     "a section's connection slot lies outside its brick's grid"),
+    ("negative_counter", "reduction", _set("counters", ops.COUNTER_STEP, -1), "negative counters"),
+    ("arena_top_beyond", "reduction", _set("counters", ops.COUNTER_ARENA_TOP, 10**9),
+     "the arena top lies outside the arena"),
+    ("section_above_top", "reduction", _last_section_above_top, "a section lies above the arena top"),
+    ("section_counter", "reduction", _set("counters", ops.COUNTER_SECTIONS, 1),
+     "the section counter disagrees with the sections"),
+    ("nan_potential", "reduction", _set("potential", 0, float("nan")), "a potential or section offset is not finite"),
+    ("infinite_offset", "reduction", _set("sec_offset", _first, float("inf")),
+     "a potential or section offset is not finite"),
+    ("negative_grid", "compat", _set("brick_grid", (0, 0), -1), "brick_grid must be [bricks, 2] and non-negative"),
+]
+DAMAGE_IDS = [case[0] for case in DAMAGE]
+
+
+def damage_source(kind: str) -> HanamiCluster:
+    """A small trained cluster of each kind the damage cases need."""
+    template = TEMPLATE.format(reduction=str(kind == "reduction").lower())
+    options = {"reduction": {}, "compat": {"compat": True}, "adagrad": {"optimizer": "adagrad"},
+               "gradient": {"learning_rule": "gradient"}}[kind]
+    cluster = HanamiCluster(template, seed=3, **options)
+    x, y = data(60, seed=0)
+    if kind == "gradient":
+        cluster.train()
+        cluster(x)  # grows the network
+    else:
+        cluster.learn_many(x, y)
+    assert cluster.stats()["sections"] > 2 and cluster.stats()["synapses"] > 20
+    return cluster
 
 
 @pytest.fixture(scope="module")
-def damage_results(tmp_path_factory):
+def damaged_files(tmp_path_factory):
+    """``{case: path}``: the damaged (and signed again) checkpoints."""
     folder = tmp_path_factory.mktemp("damage")
-    cluster = trained(reduction=True, steps=60)
-    source = folder / "good.safetensors"
-    checkpoint.save(cluster, source)
+    sources = {}
+    for kind in {case[1] for case in DAMAGE}:
+        sources[kind] = folder / f"good-{kind}.safetensors"
+        checkpoint.save(damage_source(kind), sources[kind])
+    files = {}
+    for case, kind, damage, _ in DAMAGE:
+        tensors = load_file(str(sources[kind]))
+        damage(tensors)
+        files[case] = rewrite(sources[kind], folder / f"{case}.safetensors", tensors=tensors)
+    return files
+
+
+@pytest.fixture(scope="module")
+def damage_results(damaged_files):
+    paths = [str(damaged_files[case]) for case in DAMAGE_IDS]
     result = subprocess.run(
-        [sys.executable, "-c", _DAMAGE, str(source), str(folder), *DAMAGE_CASES],
+        [sys.executable, "-c", _LOAD_DAMAGED, *paths],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=240,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    results = json.loads(result.stdout.strip().splitlines()[-1])
+    return {case: results[str(damaged_files[case])] for case in DAMAGE_IDS}
 
 
-@pytest.mark.parametrize("case", DAMAGE_CASES)
-def test_damaged_indices_are_refused_not_crashing(damage_results, case):
+@pytest.mark.parametrize("case, message", [(c[0], c[3]) for c in DAMAGE], ids=DAMAGE_IDS)
+def test_damaged_state_is_refused_by_validate_state(damage_results, case, message):
     status, text = damage_results[case]
     assert status == 0, f"the process died (wait status {status}, signal {status & 0x7F})"
-    assert text.startswith("refused:"), text
+    assert text.startswith("refused:") and f"inconsistent network state: {message}" in text, text
+    assert "checksum" not in text  # the file was signed again: validate_state refused it
+
+
+#: cases whose damage is a tensor's shape, which load_state_dict refuses before validate_state
+_SHAPE_DAMAGE = {"syn_counter_missing", "syn_accum_missing"}
+
+
+@pytest.mark.parametrize("case, message", [(c[0], c[3]) for c in DAMAGE if c[0] not in _SHAPE_DAMAGE],
+                         ids=[case for case in DAMAGE_IDS if case not in _SHAPE_DAMAGE])
+def test_damaged_state_dict_is_refused_by_load_state_dict(damaged_files, case, message):
+    with safe_open(str(damaged_files[case]), framework="pt") as handle:
+        meta = handle.metadata()
+    cluster = HanamiCluster(meta["template"], **json.loads(meta["options"]))
+    state = cluster.state_dict()
+    state.update(load_file(str(damaged_files[case])))
+    with pytest.raises(ValueError, match=re.escape(f"inconsistent network state: {message}")):
+        cluster.load_state_dict(state)
+
+
+def test_the_damage_cases_load_when_undamaged(damaged_files, tmp_path):
+    """The damage alone makes the difference: each source file, signed again unchanged, loads."""
+    for kind in {case[1] for case in DAMAGE}:
+        source = damaged_files[DAMAGE_IDS[0]].parent / f"good-{kind}.safetensors"
+        assert isinstance(checkpoint.load(rewrite(source, tmp_path / f"{kind}.safetensors")), HanamiCluster)
 
 
 def test_a_flipped_byte_in_the_tensors_is_caught_by_the_checksum(tmp_path):
