@@ -91,10 +91,10 @@ def test_river_checks_regressor():
 
 
 def test_progressive_val_score_beats_chance():
-    stream = list(datasets.ImageSegments().take(600))
+    stream = list(datasets.Phishing())  # raw features in 0..1 and small integers, 56 % in the larger class
     majority = collections.Counter(y for _, y in stream).most_common(1)[0][1] / len(stream) * 100
     accuracy = evaluate.progressive_val_score(stream, HanamiClassifier(seed=0), metrics.Accuracy()).get() * 100
-    assert accuracy > majority + 10, (accuracy, majority)
+    assert accuracy > majority + 5, (accuracy, majority)
 
 
 def test_pipeline_equals_the_steps_chained_by_hand():
@@ -202,6 +202,7 @@ def test_features_sorted_missing_is_zero_new_is_ignored_with_one_warning():
     assert model.feature_names == ("a", "b", "c")
     twin = pickle.loads(pickle.dumps(model))
     assert model.predict_proba_one({"a": 1.0, "c": 4.0}) == twin.predict_proba_one({"a": 1.0, "b": 0, "c": 4.0})
+    assert model._x.tolist() == [[1.0, 0.0, 4.0]]  # the row the network got
     with pytest.warns(UserWarning, match=r"features \['d'\] were not in the first sample .*features=") as caught:
         model.learn_one({"a": 1.0, "b": 2.0, "c": 4.0, "d": 9.0}, 1)
         model.learn_one({"a": 1.0, "b": 2.0, "c": 4.0, "e": 9.0}, 1)
