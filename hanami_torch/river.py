@@ -142,11 +142,12 @@ class _HanamiEstimator:
         self._row = np.zeros((1, len(self._names)), dtype=np.float32)
         self._x = torch.from_numpy(self._row)
         self._y = torch.zeros(1, self._cluster.n_outputs, dtype=torch.float32)
+        self._known = frozenset(self._names)
 
     def __getstate__(self):
         # The row buffer and its tensor share memory, which pickling would split: rebuild them.
         state = self.__dict__.copy()
-        for name in ("_row", "_x", "_y"):
+        for name in ("_row", "_x", "_y", "_known"):
             state.pop(name, None)
         return state
 
@@ -165,7 +166,7 @@ class _HanamiEstimator:
         values = [x.get(name, 0) for name in names]
         if not _PLAIN_REAL_TYPES.issuperset(map(type, values)):
             _check_types(names, values)
-        if len(x) > len(names) and not self._warned_new:
+        if not self._warned_new and not self._known.issuperset(x):
             self._warn_new(x)
         row = self._row
         with np.errstate(over="ignore"):  # a value beyond float32 becomes inf and is reported below
@@ -175,7 +176,7 @@ class _HanamiEstimator:
         return self._x
 
     def _warn_new(self, x: dict) -> None:
-        known = set(self._names)
+        known = self._known
         new = [name for name in x if name not in known]
         if new:
             self._warned_new = True

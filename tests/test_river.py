@@ -206,6 +206,11 @@ def test_features_sorted_missing_is_zero_new_is_ignored_with_one_warning():
     with pytest.warns(UserWarning, match=r"features \['d'\] were not in the first sample .*features=") as caught:
         model.learn_one({"a": 1.0, "b": 2.0, "c": 4.0, "d": 9.0}, 1)
         model.learn_one({"a": 1.0, "b": 2.0, "c": 4.0, "e": 9.0}, 1)
+
+    swapped = HanamiClassifier(hidden=8)
+    swapped.learn_one({"a": 1.0, "b": 2.0}, 0)
+    with pytest.warns(UserWarning, match=r"features \['c'\]"):  # a new one in place of a known one
+        swapped.learn_one({"a": 1.0, "c": 2.0}, 0)
     assert len(caught) == 1
     twin.learn_one({"a": 1.0, "b": 2.0, "c": 4.0}, 1)
     assert model.predict_proba_one({"a": 2.0, "b": 1.0}) == twin.predict_proba_one({"a": 2.0, "b": 1.0})
