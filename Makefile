@@ -23,7 +23,7 @@ PIP := $(VENV)/bin/pip
 TORCH_VERSION ?= 2.14.1
 TORCHVISION_VERSION ?= 0.29.1
 # setuptools>=70.1 builds wheels without the separate `wheel` package (needed without build isolation).
-PY_DEPS := numpy ninja pytest safetensors tqdm matplotlib "setuptools>=70.1" \
+PY_DEPS := numpy ninja pytest pytest-timeout safetensors tqdm matplotlib "setuptools>=70.1" \
 	"aiohttp>=3.9,<4" "PyJWT>=2.8,<3" hypothesis river vowpalwabbit
 
 # The build and the runs happen on the same machine, so the extension may use its whole instruction set.

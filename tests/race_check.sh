@@ -3,7 +3,8 @@
 # extension with ThreadSanitizer in its own folder (build/tsan; the library in hanami_torch/ is
 # left alone) and runs tests/test_portable_train.py on it. Those tests run the step with four
 # threads and a barrier, the GPU's execution model; a data race between two items of a phase, or
-# a missing sync, fails the run. Skipped (exit 0) where the compiler has no libtsan.
+# a missing sync, fails the run. Skipped (exit 0) where the compiler has no libtsan, except in CI
+# (CI=true or HANAMI_REQUIRE_DATA=1, as .ci/run sets), where that is an error (exit 1).
 #
 #   tests/race_check.sh            (PYTHON: default .venv/bin/python)
 set -euo pipefail
@@ -11,6 +12,10 @@ cd "$(dirname "$0")/.."
 py="${PYTHON:-.venv/bin/python}"
 tsan="$("${CXX:-c++}" -print-file-name=libtsan.so)"
 if [ ! -e "$tsan" ]; then
+    if [ "${CI:-}" = "true" ] || [ "${HANAMI_REQUIRE_DATA:-}" = "1" ]; then
+        echo "race check failed: the compiler has no libtsan.so (required in CI; install libtsan, e.g. the gcc package's libtsan2)"
+        exit 1
+    fi
     echo "race check skipped: the compiler has no libtsan.so"
     exit 0
 fi

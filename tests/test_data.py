@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support import require
 
 from hanami_torch.data import data_dir, load_mnist, one_hot
 
@@ -34,7 +35,7 @@ def test_mnist_is_in_file_order(mnist_train, mnist_test):
 
 
 def test_missing_mnist_without_download_says_where_to_put_it(tmp_path):
-    pytest.importorskip("torchvision")
+    require("torchvision", "load_mnist needs torchvision: pip install torchvision==0.29.1")
     with pytest.raises(FileNotFoundError, match="HANAMI_DATA_DIR"):
         load_mnist(train=True, root=tmp_path, download=False)
     assert list(tmp_path.iterdir()) == [], "a failed load must not write into the data folder"

@@ -5,16 +5,16 @@ request task with accuracy >= 93 %, and a hand-drawn "5" learned over direct IO.
 from __future__ import annotations
 
 import asyncio
-import os
 
 import pytest
 import torch
+from support import missing
 
 from hanami_torch import templates
 from hanami_torch.client import ConflictError, NotFoundError, UnprocessableError
 from hanami_torch.data import MNIST_FILES, data_dir, mnist_available
 
-from .conftest import PASSWORD, unique
+from .helpers import PASSWORD, unique
 
 
 def hand_drawn_five() -> torch.Tensor:
@@ -31,10 +31,7 @@ def hand_drawn_five() -> torch.Tensor:
 @pytest.fixture(scope="module")
 def mnist_files():
     if not mnist_available():
-        message = f"MNIST not under {data_dir()}"
-        if os.environ.get("HANAMI_REQUIRE_DATA") == "1":
-            pytest.fail(message + " (HANAMI_REQUIRE_DATA=1)")
-        pytest.skip(message)
+        missing(f"MNIST not under {data_dir()}: set HANAMI_DATA_DIR to the folder holding MNIST/raw/")
     raw = data_dir() / "MNIST" / "raw"
     return {name: raw / name for name in MNIST_FILES}
 

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from .conftest import PASSWORD
+from .helpers import PASSWORD
 
 
 def test_cli_round_trip(server, make_member, tmp_path):

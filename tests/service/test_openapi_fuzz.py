@@ -25,7 +25,7 @@ set_hypothesis_home_dir(tempfile.mkdtemp(prefix="hypothesis-"))
 from hanami_torch.client import HanamiError
 from hanami_torch.service.routes import ROUTES
 
-from .conftest import PASSWORD, unique
+from .helpers import PASSWORD, unique
 
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
 

@@ -18,13 +18,7 @@ from hanami_torch import templates
 from hanami_torch.client import (BadRequestError, ForbiddenError, HanamiClient, HanamiError, NotFoundError,
                                  PayloadTooLargeError, TooManyRequestsError, UnauthorizedError, UnprocessableError)
 
-from .conftest import ADMIN, PASSWORD, unique
-
-
-def write_csv(path, lines: int = 80) -> str:
-    rows = ["test_input,test_output"] + [f"{(i * 7) % 13},{(i * 3) % 5}" for i in range(lines)]
-    path.write_text("\n".join(rows) + "\n")
-    return str(path)
+from .helpers import ADMIN, PASSWORD, unique, wait_for, write_csv
 
 
 @pytest.fixture
@@ -239,11 +233,10 @@ def test_bad_uploads_are_rejected_and_leave_nothing_behind(server, make_member, 
     raw.sendall((f"POST /v1/datasets?name=cut&type=csv&table_sha256={good_sha} HTTP/1.1\r\nHost: x\r\n"
                  f"Authorization: Bearer {member.token}\r\nContent-Type: multipart/form-data; boundary=B\r\n"
                  f"Content-Length: {len(body) + 5000}\r\n\r\n").encode() + body[:-20])
-    time.sleep(0.3)
+    wait_for(lambda: _leftovers(server) != before, "the server to receive the truncated upload")
     raw.close()
-    time.sleep(0.5)
+    wait_for(lambda: _leftovers(server) == before, "the server to remove the truncated upload")
     assert member.list_datasets()["total"] == 0
-    assert _leftovers(server) == before
     # and the right upload still works; the part's file name is not used on disk
     assert member.upload_csv("t", csv_path)["samples"] == 80
     assert not any(".." in path.name or path.name == "x" for path in server.home.rglob("*"))
