@@ -72,9 +72,10 @@ def samples(n_inputs: int, n_outputs: int, rows: int, seed: int):
 
 
 @torch.no_grad()
-def learn(op, cluster: HanamiCluster, x, y, batch_size: int = 1, chunk: int | None = None):
+def learn(op, cluster: HanamiCluster, x, y, batch_size: int = 1, chunk: int | None = None, calls=None):
     """HanamiCluster._train's loop with `op`, over chunks of `chunk` rows (one call each, resumed
-    after arena growth). Returns the outputs and the starts of all calls."""
+    after arena growth). Returns the outputs and the starts of all calls. ``calls`` (a list)
+    receives ``(start, needy, garbage)`` before and ``(done, needy, garbage)`` after each call."""
     out = torch.empty_like(y)
     starts = []
     chunk = chunk or x.shape[0]
@@ -85,9 +86,13 @@ def learn(op, cluster: HanamiCluster, x, y, batch_size: int = 1, chunk: int | No
         start = 0
         while start < xs.shape[0]:
             cluster._sync_threads()
+            before = (start, int(cluster.counters[ops.COUNTER_NEEDY]), int(cluster.counters[ops.COUNTER_GARBAGE]))
             op(cluster._layout(), cluster._state(), cluster.config, xs, ys, outs, start, pending, batch_size)
             starts.append(lo + start)
             done = int(cluster.counters[ops.COUNTER_PROCESSED])
+            if calls is not None:
+                calls.append((before, (done, int(cluster.counters[ops.COUNTER_NEEDY]),
+                                       int(cluster.counters[ops.COUNTER_GARBAGE]))))
             assert done >= start
             if done < xs.shape[0]:
                 assert len(starts) < 200, "the arena did not grow as needed"
@@ -148,6 +153,17 @@ def test_arena_growth_and_compaction_inside_calls(option):
     result, starts = run_both(cluster, x, y, arena=16, chunk=77)
     assert len(starts) > 6, starts
     assert int(result.counters[ops.COUNTER_SYNAPSES]) > 100
+    # the calls themselves compact (the gradient rule: give the waiting sections their reserve):
+    # a call that starts with needy sections gets past its first sample boundary only by
+    # compacting there, which also clears the garbage of earlier relocations
+    calls = []
+    engine = copy.deepcopy(cluster)
+    engine._resize_arena(16)
+    learn(torch.ops.hanami.train_, engine, x, y, chunk=77, calls=calls)
+    resolved = [(b, a) for b, a in calls if b[1] > 0 and a[0] > b[0]]
+    assert len(resolved) >= 3, calls
+    if option != "gradient":
+        assert any(b[2] > 0 and a[2] < b[2] for b, a in calls), f"no compaction cleared garbage: {calls}"
 
 
 @pytest.mark.parametrize("option, batch_size", [("sgd", 4), ("adagrad", 5), ("reduction", 7),
