@@ -64,8 +64,26 @@ def test_csv_training_and_request_results(table_setup):
     task = member.wait_task(member.create_task(cluster["id"], dataset["id"], "request")["id"], poll_s=0.05)
     data = member.result_data(task["result_id"], limit=3, offset=10)
     assert data["total"] == 3000 - 25 and len(data["outputs"]) == 3 and len(data["outputs"][0]) == 5
+    first = member.result_data(task["result_id"], limit=13)  # the offset is applied
+    assert data["outputs"] == first["outputs"][10:] and data["classes"] == first["classes"][10:]
+    assert first["outputs"][:10] != first["outputs"][10:]  # the rows differ, so a wrong offset shows
+    last = member.result_data(task["result_id"], limit=50, offset=3000 - 27)
+    assert len(last["outputs"]) == 2 and last["offset"] == 3000 - 27
     with pytest.raises(UnprocessableError):  # accuracy needs labels
         member.accuracy(task["result_id"], dataset["id"])
+
+
+def test_list_pages_hold_every_item_once_in_order(make_member):
+    member = make_member()
+    ids = {member.create_cluster(f"c{i}", templates.TABLE)["id"] for i in range(5)}
+    full = member.list_clusters(limit=50)
+    order = [item["id"] for item in full["items"]]
+    assert full["total"] == 5 and set(order) == ids
+    pages = [member.list_clusters(limit=2, offset=offset) for offset in (0, 2, 4, 6)]
+    assert [len(page["items"]) for page in pages] == [2, 2, 1, 0]
+    assert [item["id"] for page in pages for item in page["items"]] == order
+    assert all(page["total"] == 5 for page in pages)
+    assert [item["id"] for item in member.pages(member.list_clusters, page_size=2)] == order
 
 
 async def _socket(client, cluster_id):
