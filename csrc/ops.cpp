@@ -30,6 +30,18 @@ TORCH_LIBRARY(hanami, m) {
   // Rewrites the synapse arena densely with `slack` spare slots per section (counters[kProcessed]
   // becomes 1, or 0 when that does not fit and nothing changed).
   m.def("compact_(Tensor[] layout, Tensor(a!)[] state, Tensor config, int slack) -> ()");
+  // Value codes of adaptive bricks (rules.h, "value codes"): codes[r, c] is values[r, c] coded with
+  // neuron c's range; with `learn`, the rows are learned in order and `ranges` [n, 3] (count, lo,
+  // hi) moves. `targets`: the values are targets of output neurons (zero is a value, target code).
+  // Raw neurons (modes[c] == 0) pass their values through. `trail` is empty or [rows, n, 3]: each
+  // value's range before its row (the outputs of a learned row are decoded with it).
+  m.def("encode_(Tensor modes, Tensor(a!) ranges, Tensor values, Tensor(b!) codes, Tensor(c!) trail, bool learn, "
+        "bool targets) -> ()");
+  // Pure input codes (nothing learned) and their derivatives d code / d value, for inference.
+  m.def("encode(Tensor modes, Tensor ranges, Tensor values) -> (Tensor, Tensor)");
+  // Outputs of adaptive output neurons read back in their targets' units (raw ones as they are),
+  // and the derivatives d decoded / d output. `ranges` is [n, 3], or a trail [rows, n, 3] of encode_.
+  m.def("decode(Tensor modes, Tensor ranges, Tensor outputs) -> (Tensor, Tensor)");
   // Pure, batched inference: nothing is grown or changed, every sample starts from rest (no
   // spiking carry-over), and `weights` stands in for state[syn_weight] so that autograd can
   // differentiate with respect to it. Returns (outputs [B, n_outputs], potentials [B, neurons]):

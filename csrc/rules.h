@@ -279,4 +279,135 @@ HANAMI_HD uint8_t counted(uint8_t counter, float target_potential, float weight)
   return (counter < kCounterPersistent && useful) ? static_cast<uint8_t>(counter + 1) : counter;
 }
 
+// ---- value codes: raw readings in, network inputs out (docs/streams.md) -----------------------
+//
+// An input neuron of an `encoding: adaptive` brick does not take the raw reading as its
+// potential. It keeps a range [lo, hi] that follows the 5 % and 95 % quantiles of the readings
+// it has learned from, and codes a reading x as a position in that range:
+//
+//   u = (x - lo) / (hi - lo),   code = (clamp(u, -0.5, 1.5) + 0.75) * 10     in [2.5, 22.5]
+//
+// so every sensor, whatever its units, offset and sign, reaches the section walk on the same
+// scale, and a broken reading a million times too large codes like a reading at the edge of the
+// range. A reading of exactly 0 means "no reading": its neuron stays silent and its range does not
+// move (this keeps MNIST's background pixels silent, as with raw values).
+//
+// The quantiles are tracked with bounded steps (stochastic quantile descent): each learned reading
+// moves lo by step * (0.05 - [x < lo]) and hi by step * ([x > hi] - 0.05), with
+// step = max(1/(n + 1), 0.01) * (hi - lo) after n readings. The first readings move the range
+// fast (1/(n+1): a running mean of the early readings), later ones by at most 1 % of its width,
+// so one reading, however large, can never move it by more than that. The first reading x opens
+// the range at x -+ |x| / 16. Only + - * / and comparisons appear, each rounded once in float32,
+// so the CPU, the GPU and the Python reference agree bit for bit.
+//
+// An output neuron of an `encoding: adaptive` brick tracks its targets the same way (zero is a
+// target like any other there), learns 0.2 + 0.6 * clamp(u, -0.25, 1.25) in (0, 1), and its
+// output is read back in the target's units (decode_output).
+constexpr float kCodeQuantile = 0.05f;      // lo and hi follow the 5 % and 95 % quantiles
+constexpr float kCodeRateFloor = 0.01f;     // a step is at least 1 % of the range width
+constexpr float kCodeCountCap = 1024.0f;    // the count stops here (1/(n+1) is below the floor)
+constexpr float kCodeOpening = 0.0625f;     // the first reading opens [x - |x|/16, x + |x|/16]
+constexpr float kCodeLowClip = -0.5f;       // positions beyond half a range width are clipped
+constexpr float kCodeHighClip = 1.5f;
+constexpr float kCodeShift = 0.75f;         // (u + 0.75) * 10: the code of a reading is >= 2.5
+constexpr float kCodeGain = 10.0f;
+constexpr float kCodeMinWidth = 1e-30f;     // a range never collapses to zero width...
+constexpr float kCodeRelativeWidth = 9.5367431640625e-07f;  // ...nor below 2^-20 of its magnitude
+constexpr float kTargetLow = 0.2f;          // target code: 0.2 + 0.6 u, u clipped to [-0.25, 1.25]
+constexpr float kTargetGain = 0.6f;
+constexpr float kTargetLowClip = -0.25f;
+constexpr float kTargetHighClip = 1.25f;
+constexpr float kFloatMax = 3.40282347e+38f;
+
+// encoding modes of a brick's neurons (input_encoding / target_encoding tensors)
+constexpr uint8_t kEncodingRaw = 0;
+constexpr uint8_t kEncodingAdaptive = 1;
+
+// The tracked range of one neuron: how many readings it learned from (capped), lo and hi.
+struct ValueRange {
+  float count;
+  float lo;
+  float hi;
+};
+
+HANAMI_HD float clamp_float(float v, float low, float high) { return v < low ? low : (v > high ? high : v); }
+
+// Width used for coding and steps: hi - lo, kept finite and away from zero.
+HANAMI_HD float range_width(ValueRange r) {
+  const float magnitude = fabsf(r.lo) > fabsf(r.hi) ? fabsf(r.lo) : fabsf(r.hi);
+  float width = r.hi - r.lo;
+  if (!(width <= kFloatMax)) width = kFloatMax;  // also catches an overflow to infinity
+  const float floor_width = magnitude * kCodeRelativeWidth;
+  if (width < floor_width) width = floor_width;
+  return width < kCodeMinWidth ? kCodeMinWidth : width;
+}
+
+// Position of x in the range (0 at lo, 1 at hi), clipped to [low, high].
+HANAMI_HD float range_position(ValueRange r, float x, float low, float high) {
+  const float u = (x - r.lo) / range_width(r);
+  return clamp_float(u, low, high);  // an infinite u (x - lo overflowed) clips too
+}
+
+// A range that has seen nothing opens around its first value.
+HANAMI_HD ValueRange opened_range(ValueRange r, float x) {
+  if (r.count > 0.0f) return r;
+  const float half = fabsf(x) * kCodeOpening;
+  return {0.0f, x - half, x + half};
+}
+
+// One learned value: the quantile steps described above.
+HANAMI_HD ValueRange learned_range(ValueRange r, float x) {
+  const float rate = 1.0f / (r.count + 1.0f);
+  const float step = (rate > kCodeRateFloor ? rate : kCodeRateFloor) * range_width(r);
+  const float lo = r.lo + step * (x < r.lo ? kCodeQuantile - 1.0f : kCodeQuantile);
+  const float hi = r.hi + step * (x > r.hi ? 1.0f - kCodeQuantile : -kCodeQuantile);
+  const float count = r.count < kCodeCountCap ? r.count + 1.0f : r.count;
+  return {count, clamp_float(lo, -kFloatMax, kFloatMax), clamp_float(hi, -kFloatMax, kFloatMax)};
+}
+
+// Input code of a reading (0 for "no reading").
+HANAMI_HD float input_code(ValueRange r, float x) {
+  if (x == 0.0f) return 0.0f;
+  return (range_position(r, x, kCodeLowClip, kCodeHighClip) + kCodeShift) * kCodeGain;
+}
+
+// What an adaptive output neuron learns for a target in the target's own units.
+HANAMI_HD float target_code(ValueRange r, float target) {
+  return kTargetLow + kTargetGain * range_position(r, target, kTargetLowClip, kTargetHighClip);
+}
+
+// An output read back in the target's units. An output that nothing reached (exactly 0) reads as
+// the middle of the range: the network has no information, so it answers the typical value.
+HANAMI_HD float decode_output(ValueRange r, float output) {
+  if (output == 0.0f) return r.lo + 0.5f * (r.hi - r.lo);
+  return r.lo + ((output - kTargetLow) / kTargetGain) * range_width(r);
+}
+
+// d code / d x of an input reading with the range left as it is (the true gradient of inference
+// through the code): gain / width inside the clip, 0 outside, for "no reading" and for a range
+// that has learned nothing yet (its code is the same 12.5 for every reading).
+HANAMI_HD float input_code_slope(ValueRange r, float x) {
+  if (x == 0.0f || r.count == 0.0f) return 0.0f;
+  const float width = range_width(r);
+  const float u = (x - r.lo) / width;
+  return (u > kCodeLowClip && u < kCodeHighClip) ? kCodeGain / width : 0.0f;
+}
+
+// d decoded / d output (0 for an output that nothing reached, whose value is fixed).
+HANAMI_HD float decode_slope(ValueRange r, float output) {
+  return output == 0.0f ? 0.0f : range_width(r) / kTargetGain;
+}
+
+// One value through an encoding: the code the network sees, and the range after learning it
+// (only when `learn`; raw neurons pass the value through). `is_target`: zero is a value, not
+// "no reading", and the target code is used.
+HANAMI_HD float encode_value(uint8_t mode, ValueRange* r, float x, bool learn, bool is_target) {
+  if (mode != kEncodingAdaptive) return x;
+  if (!is_target && x == 0.0f) return 0.0f;
+  const ValueRange current = opened_range(*r, x);
+  const float code = is_target ? target_code(current, x) : input_code(current, x);
+  if (learn) *r = learned_range(current, x);
+  return code;
+}
+
 }  // namespace hanami

@@ -58,6 +58,13 @@ OPTIMIZERS = {"sgd": 0, "adagrad": 1}
 LEARNING_RULES = {"hanami": 0, "gradient": 1}
 N_CONFIG = 16
 
+#: names of the value-code tensors (docs/streams.md): each brick's encoding per neuron (uint8,
+#: ``ENCODINGS``) and each neuron's tracked range (float32 ``[n, 3]``: count, lo, hi)
+CODES = ("input_encoding", "input_range", "output_encoding", "output_range")
+ENCODINGS = {"raw": 0, "adaptive": 1}
+#: a range's count stops here (csrc/rules.h, kCodeCountCap)
+RANGE_COUNT_CAP = 1024
+
 #: values of ``sec_block`` that are not a block
 NO_SECTION, PENDING_SECTION = -1, -2
 EMPTY_TARGET = 0xFF
@@ -214,3 +221,69 @@ def _infer_backward(ctx, grad_outputs, _grad_potentials):
 
 # Gradients flow to the inputs and to the weights; layout, state and config are structure.
 torch.library.register_autograd("hanami::infer", _infer_backward, setup_context=_infer_setup_context)
+
+
+_NO_TRAIL = torch.empty(0)
+
+
+def encode_(modes, ranges, values, codes, *, learn: bool, targets: bool, trail=None) -> None:
+    """Codes the rows of ``values`` (float32 ``[B, n]``) into ``codes`` with each neuron's range
+    (``modes`` uint8 ``[n]``, ``ranges`` float32 ``[n, 3]``); with ``learn`` the rows are learned in
+    order and ``ranges`` moves. ``targets``: the values are targets of output neurons. ``trail``
+    (float32 ``[B, n, 3]``) receives each value's range before its row, for :func:`decode`."""
+    if trail is None:
+        trail = _NO_TRAIL if values.device.type == "cpu" else values.new_empty(0)
+    torch.ops.hanami.encode_(modes, ranges, values, codes, trail, learn, targets)
+
+
+def _check_codes(modes, ranges, values, per_row=False):
+    torch._check(modes.dtype == torch.uint8 and modes.dim() == 1, lambda: "hanami: modes must be a uint8 [n] tensor")
+    torch._check(ranges.dtype == torch.float32 and ranges.dim() in ((2, 3) if per_row else (2,)),
+                 lambda: "hanami: ranges must be float32 [n, 3]")
+    torch._check(values.dtype == torch.float32 and values.dim() == 2,
+                 lambda: "hanami: values must be a float32 [samples, n] tensor")
+
+
+@torch.library.register_fake("hanami::encode_")
+def _encode_learn_fake(modes, ranges, values, codes, trail, learn, targets):
+    _check_codes(modes, ranges, values)
+    torch._check(codes.shape == values.shape, lambda: "hanami: codes must be shaped like the values")
+
+
+@torch.library.register_fake("hanami::encode")
+def _encode_fake(modes, ranges, values):
+    _check_codes(modes, ranges, values)
+    return torch.empty_like(values), torch.empty_like(values)
+
+
+@torch.library.register_fake("hanami::decode")
+def _decode_fake(modes, ranges, outputs):
+    _check_codes(modes, ranges, outputs, per_row=True)
+    return torch.empty_like(outputs), torch.empty_like(outputs)
+
+
+def _slope_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(output[1])
+    ctx.mark_non_differentiable(output[1])
+
+
+def _slope_backward(ctx, grad, _grad_slopes):
+    (slopes,) = ctx.saved_tensors
+    return None, None, grad * slopes
+
+
+# Both are elementwise in their third argument; the ranges are statistics, not parameters.
+torch.library.register_autograd("hanami::encode", _slope_backward, setup_context=_slope_setup_context)
+torch.library.register_autograd("hanami::decode", _slope_backward, setup_context=_slope_setup_context)
+
+
+def encode(modes, ranges, values) -> torch.Tensor:
+    """Input codes of ``values`` with the ranges as they are (inference), differentiable in
+    ``values``."""
+    return torch.ops.hanami.encode(modes, ranges, values)[0]
+
+
+def decode(modes, ranges, outputs) -> torch.Tensor:
+    """Outputs read back in the targets' units (adaptive output neurons), differentiable.
+    ``ranges``: ``[n, 3]`` for every row, or a trail ``[B, n, 3]`` of :func:`encode_`."""
+    return torch.ops.hanami.decode(modes, ranges, outputs)[0]

@@ -156,6 +156,82 @@ def field_block(pixel, n_blocks, rows, cols, radius, pick):
     return holding[pick % len(holding)]
 
 
+# ---- value codes (csrc/rules.h, "value codes"; docs/streams.md) --------------------------------
+
+CODE_QUANTILE, CODE_RATE_FLOOR, CODE_COUNT_CAP = f32(0.05), f32(0.01), f32(1024.0)
+CODE_OPENING, CODE_LOW_CLIP, CODE_HIGH_CLIP = f32(0.0625), f32(-0.5), f32(1.5)
+CODE_SHIFT, CODE_GAIN = f32(0.75), f32(10.0)
+CODE_MIN_WIDTH, CODE_RELATIVE_WIDTH = f32(1e-30), f32(2.0**-20)
+TARGET_LOW, TARGET_GAIN, TARGET_LOW_CLIP, TARGET_HIGH_CLIP = f32(0.2), f32(0.6), f32(-0.25), f32(1.25)
+FLOAT_MAX = f32(np.finfo(np.float32).max)
+
+
+def clamp(v, low, high):
+    return low if v < low else (high if v > high else v)
+
+
+def range_width(r):
+    count, lo, hi = r
+    magnitude = max(abs(lo), abs(hi))
+    with np.errstate(over="ignore"):
+        width = hi - lo
+    if not width <= FLOAT_MAX:
+        width = FLOAT_MAX
+    width = max(width, magnitude * CODE_RELATIVE_WIDTH)
+    return max(width, CODE_MIN_WIDTH)
+
+
+def range_position(r, x, low, high):
+    with np.errstate(over="ignore"):
+        return clamp((x - r[1]) / range_width(r), low, high)
+
+
+def opened_range(r, x):
+    if r[0] > f32(0):
+        return r
+    half = abs(x) * CODE_OPENING
+    return (f32(0), x - half, x + half)
+
+
+def learned_range(r, x):
+    count, lo, hi = r
+    rate = f32(1) / (count + f32(1))
+    step = max(rate, CODE_RATE_FLOOR) * range_width(r)
+    with np.errstate(over="ignore"):
+        lo = lo + step * (CODE_QUANTILE - f32(1) if x < lo else CODE_QUANTILE)
+        hi = hi + step * (f32(1) - CODE_QUANTILE if x > hi else -CODE_QUANTILE)
+    count = count + f32(1) if count < CODE_COUNT_CAP else count
+    return (count, clamp(lo, -FLOAT_MAX, FLOAT_MAX), clamp(hi, -FLOAT_MAX, FLOAT_MAX))
+
+
+def input_code(r, x):
+    if x == f32(0):
+        return f32(0)
+    return (range_position(r, x, CODE_LOW_CLIP, CODE_HIGH_CLIP) + CODE_SHIFT) * CODE_GAIN
+
+
+def target_code(r, t):
+    return TARGET_LOW + TARGET_GAIN * range_position(r, t, TARGET_LOW_CLIP, TARGET_HIGH_CLIP)
+
+
+def decode_output(r, o):
+    count, lo, hi = r
+    if o == f32(0):
+        return lo + f32(0.5) * (hi - lo)
+    return lo + ((o - TARGET_LOW) / TARGET_GAIN) * range_width(r)
+
+
+def encode_value(adaptive, r, x, learn, is_target):
+    """(code, range after it): one value through its neuron's encoding."""
+    if not adaptive:
+        return x, r
+    if not is_target and x == f32(0):
+        return f32(0), r
+    current = opened_range(r, x)
+    code = target_code(current, x) if is_target else input_code(current, x)
+    return code, (learned_range(current, x) if learn else r)
+
+
 class ReferenceCluster:
     """A snapshot of a :class:`~hanami_torch.HanamiCluster` that runs the cycle in Python."""
 
@@ -217,6 +293,13 @@ class ReferenceCluster:
             self.neuron_brick += [b] * count
         self.requests: list[tuple[int, int, np.float32]] = []
         self.candidates = [n for n, r in enumerate(self.request) if r >= f32(0)]
+        self.codes = {
+            side: (
+                [bool(m) for m in getattr(cluster, f"{side}_encoding").tolist()],
+                [tuple(f32(v) for v in row) for row in getattr(cluster, f"{side}_range").cpu().numpy()],
+            )
+            for side in ("input", "output")
+        }
         self.synapses = sum(s.target is not None for sec in self.sections.values() for s in sec.slots)
         return self
 
@@ -626,9 +709,28 @@ class ReferenceCluster:
 
     # ---- public ------------------------------------------------------------------------------
 
-    def train_step(self, x, t):
-        """One online learning step; returns the outputs (list of float32)."""
-        return self.cycle(list(x), list(t), True)
+    def coded(self, side, values, learn):
+        """``values`` through the encodings of the input or output neurons (ranges learn when
+        ``learn``)."""
+        adaptive, ranges = self.codes[side]
+        codes = []
+        for i, v in enumerate(values):
+            code, ranges[i] = encode_value(adaptive[i], ranges[i], f32(v), learn, side == "output")
+            codes.append(code)
+        return codes
+
+    def decoded(self, outputs, ranges=None):
+        """Outputs in the targets' units, with the output ranges as they are or ``ranges``."""
+        adaptive, current = self.codes["output"]
+        ranges = current if ranges is None else ranges
+        return [decode_output(ranges[i], o) if adaptive[i] else o for i, o in enumerate(outputs)]
+
+    def train_step(self, x, t, batched=False):
+        """One online learning step; returns the outputs (list of float32), read back with the
+        output ranges as they were before this step's targets."""
+        before = list(self.codes["output"][1])
+        x, t = self.coded("input", x, True), self.coded("output", t, True)
+        return self.decoded(self.cycle(x, t, True, batched), before)
 
     def train_many(self, xs, ts, batch_size=1):
         """Learning over the rows of ``xs`` and ``ts`` with the weight steps summed over runs of
@@ -639,14 +741,14 @@ class ReferenceCluster:
         outputs = []
         rows = len(xs)
         for i, (x, t) in enumerate(zip(xs, ts)):
-            outputs.append(self.cycle(list(x), list(t), True, batched=True))
+            outputs.append(self.train_step(x, t, batched=True))
             if (i + 1) % batch_size == 0 or i + 1 == rows:
                 self.flush_batch()
         return outputs
 
     def predict_step(self, x):
         """One request-mode step; returns the outputs."""
-        return self.cycle(list(x), None, False)
+        return self.decoded(self.cycle(self.coded("input", x, False), None, False))
 
     def structure(self) -> dict:
         """Everything learning changes, as plain Python values, for comparison."""
@@ -668,6 +770,7 @@ class ReferenceCluster:
             "grid": [list(g) for g in self.grid],
             "step": self.step,
             "synapses": self.synapses,
+            "ranges": {side: [tuple(float(v) for v in r) for r in self.codes[side][1]] for side in self.codes},
         }
 
 

@@ -19,7 +19,9 @@
 
 #include "../check.h"
 #include "../cluster_state.h"
+#include "../encode_args.h"
 #include "../rules.h"
+#include "encode_cuda.cuh"
 #include "kernels.cuh"
 #include "train_cuda.cuh"
 
@@ -395,9 +397,48 @@ void predict_cuda(at::TensorList layout, at::TensorList state, const at::Tensor&
                                       learning.n_out, count, c10::cuda::getCurrentCUDAStream()));
 }
 
+void run_encode_cuda(const at::Tensor& modes, const at::Tensor& ranges, const at::Tensor& values,
+                     const at::Tensor& codes, float* slopes, float* trail, bool learn, bool targets) {
+  const int64_t n = check_encode_arguments(modes, ranges, values, codes);
+  HANAMI_CHECK(values.is_cuda(), "hanami: values must be on a CUDA device, got ", values.device());
+  const c10::cuda::CUDAGuard guard(values.device());
+  C10_CUDA_CHECK(cuda::launch_encode(values.size(0), n, modes.data_ptr<uint8_t>(), ranges.data_ptr<float>(),
+                                     values.data_ptr<float>(), codes.data_ptr<float>(), slopes, trail, learn, targets,
+                                     c10::cuda::getCurrentCUDAStream()));
+}
+
+void encode_learn_cuda(const at::Tensor& modes, const at::Tensor& ranges, const at::Tensor& values,
+                       const at::Tensor& codes, const at::Tensor& trail, bool learn, bool targets) {
+  float* before = check_trail(trail, values) ? trail.data_ptr<float>() : nullptr;
+  run_encode_cuda(modes, ranges, values, codes, nullptr, before, learn, targets);
+}
+
+std::tuple<at::Tensor, at::Tensor> encode_cuda(const at::Tensor& modes, const at::Tensor& ranges,
+                                               const at::Tensor& values) {
+  at::Tensor codes = at::empty_like(values), slopes = at::empty_like(values);
+  run_encode_cuda(modes, ranges, values, codes, slopes.data_ptr<float>(), nullptr, false, false);
+  return {codes, slopes};
+}
+
+std::tuple<at::Tensor, at::Tensor> decode_cuda(const at::Tensor& modes, const at::Tensor& ranges,
+                                               const at::Tensor& outputs) {
+  at::Tensor decoded = at::empty_like(outputs), slopes = at::empty_like(outputs);
+  const bool per_row = ranges.dim() == 3;
+  const int64_t n = check_encode_arguments(modes, ranges, outputs, decoded, per_row);
+  HANAMI_CHECK(outputs.is_cuda(), "hanami: outputs must be on a CUDA device, got ", outputs.device());
+  const c10::cuda::CUDAGuard guard(outputs.device());
+  C10_CUDA_CHECK(cuda::launch_decode(outputs.size(0), n, modes.data_ptr<uint8_t>(), ranges.data_ptr<float>(), per_row,
+                                     outputs.data_ptr<float>(), decoded.data_ptr<float>(), slopes.data_ptr<float>(),
+                                     c10::cuda::getCurrentCUDAStream()));
+  return {decoded, slopes};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(hanami, CUDA, m) {
+  m.impl("encode_", &encode_learn_cuda);
+  m.impl("encode", &encode_cuda);
+  m.impl("decode", &decode_cuda);
   m.impl("infer", &infer_cuda);
   m.impl("infer_backward", &infer_backward_cuda);
   m.impl("train_", &train_cuda);
