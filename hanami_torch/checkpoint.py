@@ -11,6 +11,7 @@ instead of giving a silently corrupted network.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ._version import __version__
+from .template import Template
 
 FORMAT = "hanami_torch.cluster"
 #: 2: the checksum covers the metadata too; files of format 1 (checksum over the tensors only) load
@@ -46,7 +48,8 @@ def save(cluster, path: str | os.PathLike, *, optimizer: torch.optim.Optimizer |
 
     if cluster.learning_rule != "gradient":
         cluster.compact()
-    tensors = {name: getattr(cluster, name).detach().cpu().contiguous() for name in ops.LAYOUT + ops.STATE}
+    names = ops.LAYOUT + ops.STATE + ops.CODES
+    tensors = {name: getattr(cluster, name).detach().cpu().contiguous() for name in names}
     options = {
         "seed": cluster.seed,
         "compat": cluster.compat,
@@ -105,13 +108,18 @@ def load(path: str | os.PathLike):
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     metadata, tensors = _read(path, FORMAT, FORMAT_VERSION, "cluster checkpoint")
+    # Files written before value codes (docs/streams.md) hold none: their inputs took raw values.
+    names = ops.LAYOUT + ops.STATE + (ops.CODES if "input_range" in tensors else ())
     try:
         options = json.loads(metadata["options"])
-        cluster = HanamiCluster(metadata["template"], **options)
+        template = Template.parse(metadata["template"])
+        if "input_range" not in tensors:
+            template = _with_raw_inputs(template)
+        cluster = HanamiCluster(template, **options)
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} has unusable metadata: {error}") from None
 
-    for name in ops.LAYOUT + ops.STATE:
+    for name in names:
         if name not in tensors:
             raise CheckpointError(f"{path} lacks the tensor {name!r}")
         current, stored = getattr(cluster, name), tensors[name]
@@ -122,7 +130,7 @@ def load(path: str | os.PathLike):
             raise CheckpointError(
                 f"{path}: tensor {name!r} has shape {list(stored.shape)}, expected {list(current.shape)}"
             )
-        if name in ops.LAYOUT and not torch.equal(stored, current):
+        if name in ops.LAYOUT + ("input_encoding", "output_encoding") and not torch.equal(stored, current):
             raise CheckpointError(f"{path}: tensor {name!r} does not match the template and seed")
         cluster._replace(name, stored.clone())
     try:
@@ -137,6 +145,15 @@ def load(path: str | os.PathLike):
             "them; restore the file from a copy"
         )
     return cluster
+
+
+def _with_raw_inputs(template: Template) -> Template:
+    """``template`` with ``encoding: raw`` on every input brick that names no encoding."""
+    bricks = tuple(
+        dataclasses.replace(brick, encoding="raw") if brick.is_input and brick.encoding is None else brick
+        for brick in template.bricks
+    )
+    return dataclasses.replace(template, bricks=bricks)
 
 
 # ---- optimizer state --------------------------------------------------------------------------

@@ -179,6 +179,13 @@ class HanamiCluster(nn.Module):
                     "the step of Hanami's rule; set the learning rate of your torch optimizer instead",
                     stacklevel=2,
                 )
+        input_modes = _encodings(template.input_bricks, "raw" if compat or learning_rule == "gradient" else "adaptive")
+        output_modes = _encodings(template.output_bricks, "raw")
+        if learning_rule == "gradient" and output_modes.any():
+            raise ValueError(
+                "learning_rule='gradient' trains on the outputs themselves (a torch loss), so an output "
+                "brick cannot have 'encoding: adaptive'; remove that line and scale the targets in the loss"
+            )
         if not 1 <= settings.refractory_time <= 255:
             raise ValueError(
                 f"refractory_time {settings.refractory_time} is out of range: the refractory "
@@ -242,6 +249,20 @@ class HanamiCluster(nn.Module):
             else:
                 self.register_buffer(name, state[name])
 
+        # value codes (docs/streams.md): every neuron of an adaptive brick tracks its own range
+        codes = {
+            "input_encoding": torch.from_numpy(input_modes),
+            "input_range": torch.zeros(self.n_inputs, 3, dtype=torch.float32),
+            "output_encoding": torch.from_numpy(output_modes),
+            "output_range": torch.zeros(self.n_outputs, 3, dtype=torch.float32),
+        }
+        for name in ops.CODES:
+            self.register_buffer(name, codes[name])
+        # what the template asks for (copies: the buffers above share memory with these arrays)
+        self._encodings = {"input": input_modes.copy(), "output": output_modes.copy()}
+        self._adaptive_inputs = bool(input_modes.any())
+        self._adaptive_outputs = bool(output_modes.any())
+
         config = torch.zeros(ops.N_CONFIG, dtype=torch.float64)
         config[ops.CONFIG_SEED] = float(self.seed)
         config[ops.CONFIG_COMPAT] = float(self.compat)
@@ -288,7 +309,12 @@ class HanamiCluster(nn.Module):
             self._sync_threads()
         state = self._state()
         state[_SYN_WEIGHT] = state[_SYN_WEIGHT].detach()  # the weights go in as the `weights` argument
-        return ops.infer(self._layout(), state, self.config, x, self.syn_weight, self.n_outputs)
+        if self._adaptive_inputs:
+            x = ops.encode(self.input_encoding, self.input_range, x)
+        outputs = ops.infer(self._layout(), state, self.config, x, self.syn_weight, self.n_outputs)
+        if self._adaptive_outputs:
+            outputs = ops.decode(self.output_encoding, self.output_range, outputs)
+        return outputs
 
     def _forward_inputs(self, x) -> torch.Tensor:
         """forward's inputs as a float32 ``[B, n_inputs]`` tensor, keeping autograd. Eager calls get
@@ -358,11 +384,13 @@ class HanamiCluster(nn.Module):
         """Outputs ``[B, n_outputs]`` for the rows of ``inputs`` (``[B, n_inputs]`` or a dict of
         ``[B, n]`` tensors by input-brick name), one C++ call (or chunks when ``progress``)."""
         x = self._samples(inputs, self.n_inputs, self.template.input_bricks, "inputs")
+        if self._adaptive_inputs:
+            x = ops.encode(self.input_encoding, self.input_range, x)
         out = torch.empty(x.shape[0], self.n_outputs, dtype=torch.float32, device=x.device)
         for lo, hi in _chunks(x.shape[0], progress, "predict"):
             self._sync_threads()
             ops.predict_(self._layout(), self._state(), self.config, x[lo:hi], out[lo:hi])
-        return out
+        return self._decoded(out)
 
     @torch.no_grad()
     def learn_many(
@@ -687,6 +715,18 @@ class HanamiCluster(nn.Module):
               "brick_grid must be [bricks, 2] and non-negative")
         for name, size in (("active", n_neurons), ("refractory", n_neurons), ("request", n_neurons)):
             check(getattr(self, name).numel() == size, f"{name} must have one entry per neuron")
+        for side, n in (("input", self.n_inputs), ("output", self.n_outputs)):
+            modes = getattr(self, f"{side}_encoding")
+            check(modes.dtype == torch.uint8 and np.array_equal(modes.cpu().numpy(), self._encodings[side]),
+                  f"{side}_encoding differs from the encodings the template gives its {side} bricks")
+            ranges = getattr(self, f"{side}_range")
+            check(ranges.shape == (n, 3) and ranges.dtype == torch.float32, f"{side}_range must be float32 [{n}, 3]")
+            if ranges.shape == (n, 3):
+                values = ranges.cpu().numpy()
+                count = values[:, 0]
+                check(bool(np.isfinite(values).all()), f"{side}_range holds a value that is not finite")
+                check(bool(((count >= 0) & (count <= ops.RANGE_COUNT_CAP) & (count == np.floor(count))).all()),
+                      f"{side}_range holds a count outside 0..{ops.RANGE_COUNT_CAP}")
         if problems:
             raise ValueError("inconsistent network state: " + "; ".join(problems))
 
@@ -788,7 +828,32 @@ class HanamiCluster(nn.Module):
     def _sync_threads(self) -> None:
         self.config[ops.CONFIG_THREADS] = float(torch.get_num_threads())
 
+    def _coded(self, values: torch.Tensor, targets: bool, trail: torch.Tensor | None = None) -> torch.Tensor:
+        """The rows as the network learns them: adaptive neurons learn their ranges row by row
+        and give codes; without adaptive neurons the rows themselves."""
+        modes, ranges = (self.output_encoding, self.output_range) if targets else (self.input_encoding, self.input_range)
+        if not (self._adaptive_outputs if targets else self._adaptive_inputs):
+            return values
+        codes = torch.empty_like(values)
+        ops.encode_(modes, ranges, values, codes, learn=True, targets=targets, trail=trail)
+        return codes
+
+    def _decoded(self, outputs: torch.Tensor) -> torch.Tensor:
+        if not self._adaptive_outputs:
+            return outputs
+        return ops.decode(self.output_encoding, self.output_range, outputs)
+
     def _train(self, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor, batch_size: int = 1) -> None:
+        # The ranges learn every row once, before the network does: they depend on the values alone.
+        # A row's outputs are read back with the target ranges as they were before that row (its own
+        # target is not known when they are computed), so learn_many equals learn_one row by row.
+        trail = y.new_empty(*y.shape, 3) if self._adaptive_outputs else None
+        x, y = self._coded(x, targets=False), self._coded(y, targets=True, trail=trail)
+        self._train_coded(x, y, out, batch_size)
+        if trail is not None:
+            out.copy_(ops.decode(self.output_encoding, trail, out))
+
+    def _train_coded(self, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor, batch_size: int) -> None:
         # batches: each synapse's summed delta, carried through arena growth (see ops.train_)
         size = self.syn_weight.numel() if batch_size > 1 else 0
         pending = torch.zeros(size, dtype=torch.float32, device=self.syn_weight.device)
@@ -875,6 +940,12 @@ class HanamiCluster(nn.Module):
                 "(no normalisation needed), so replace or drop that sample"
             )
         return data
+
+
+def _encodings(bricks, default: str) -> np.ndarray:
+    """The encoding of every neuron of ``bricks`` (ops.ENCODINGS codes, uint8), in template order."""
+    codes = [ops.ENCODINGS[brick.encoding or default] for brick in bricks for _ in range(brick.number_of_neurons)]
+    return np.array(codes, dtype=np.uint8)
 
 
 def _has_cuda_kernels() -> bool:

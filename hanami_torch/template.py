@@ -52,7 +52,10 @@ MAX_CONNECTION_DISTANCE = 255
 MAX_NEURON_COOLDOWN = 3.4028234663852886e38
 
 SETTING_NAMES = ("neuron_cooldown", "refractory_time", "max_connection_distance", "enable_reduction")
-BRICK_KEYS = ("input", "output", "number_of_neurons")
+BRICK_KEYS = ("input", "output", "number_of_neurons", "encoding")
+#: how an input brick turns readings into potentials, or how an output brick's targets are read
+#: (docs/streams.md): "raw" (Hanami: the value itself) or "adaptive" (a range tracked per neuron)
+ENCODINGS = ("raw", "adaptive")
 BRICK_KINDS = ("input", "output", "hidden")
 
 _DIGITS = frozenset("0123456789")
@@ -193,6 +196,27 @@ def _check_name(name, line: int | None) -> str:
     return name
 
 
+_HIDDEN_ENCODING = (
+    "'encoding' belongs to input and output bricks (how readings enter, how targets are read); "
+    "a hidden brick has none: delete the line"
+)
+
+
+def _bad_encoding(encoding) -> str:
+    return (
+        f"bad value '{encoding}' for encoding; expected one of {', '.join(ENCODINGS)} "
+        "('adaptive' learns each neuron's range online, 'raw' takes values as they are)"
+    )
+
+
+def _check_encoding(encoding, kind: str, line: int | None) -> str:
+    if kind == "hidden":
+        raise TemplateError(_HIDDEN_ENCODING, line)
+    if encoding not in ENCODINGS:
+        raise TemplateError(_bad_encoding(encoding), line)
+    return encoding
+
+
 def _check_neuron_count(count, line: int | None, shown: str | None = None) -> int:
     shown = repr(count) if shown is None else shown
     if not _is_int(count) or not 1 <= count <= MAX_NEURONS_PER_BRICK:
@@ -253,6 +277,8 @@ class Brick:
         number_of_neurons: neurons in the brick, 1..MAX_NEURONS_PER_BRICK.
         line: line of the brick's coordinates in the template text, 0 for a brick built in code.
             It takes no part in equality.
+        encoding: input and output bricks only: ``"raw"``, ``"adaptive"``, or ``None`` (not
+            given: the cluster's default, see docs/streams.md).
     """
 
     position: tuple[int, int, int]
@@ -260,6 +286,7 @@ class Brick:
     name: str | None
     number_of_neurons: int
     line: int = field(default=0, compare=False)
+    encoding: str | None = None
 
     def __post_init__(self):
         line = _line_or_none(self.line)
@@ -273,6 +300,8 @@ class Brick:
         if self.kind != "hidden":
             _check_name(self.name, line)
         _check_neuron_count(self.number_of_neurons, line)
+        if self.encoding is not None:
+            _check_encoding(self.encoding, self.kind, line)
 
     @property
     def is_input(self) -> bool:
@@ -346,6 +375,8 @@ class Template:
             if brick.kind != "hidden":
                 lines.append(f"        {brick.kind}: {brick.name}")
             lines.append(f"        number_of_neurons: {brick.number_of_neurons}")
+            if brick.encoding is not None:
+                lines.append(f"        encoding: {brick.encoding}")
         return "\n".join(lines) + "\n"
 
     # -- summaries ----------------------------------------------------------------------------
@@ -789,6 +820,8 @@ class _BrickDraft:
         self.name: str | None = None
         self.number_of_neurons: int | None = None
         self.neurons_line = 0
+        self.encoding: str | None = None
+        self.encoding_line = 0
 
     def add(self, key: str, value: _Token, line: int) -> None:
         error = self.parser.error
@@ -822,6 +855,15 @@ class _BrickDraft:
             except TemplateError as problem:
                 raise error(problem.reason, line) from None
             self.neurons_line = line
+        elif key == "encoding":
+            if self.encoding is not None:
+                raise error(
+                    f"'encoding:' is given twice for this brick (first on line {self.encoding_line}); keep one",
+                    line,
+                )
+            if value.text not in ENCODINGS:
+                raise error(_bad_encoding(value.text), line)
+            self.encoding, self.encoding_line = value.text, line
         else:
             hint = ""
             if key in SETTING_NAMES:
@@ -836,4 +878,6 @@ class _BrickDraft:
                 f"below its coordinates",
                 self.line,
             )
-        return Brick(self.position, self.kind, self.name, self.number_of_neurons, self.line)
+        if self.encoding is not None and self.kind == "hidden":
+            raise self.parser.error(_HIDDEN_ENCODING, self.encoding_line)
+        return Brick(self.position, self.kind, self.name, self.number_of_neurons, self.line, self.encoding)

@@ -1,5 +1,9 @@
 """Small networks the engine tests share: a line of bricks 9 -> 70 -> 130 -> 4, a network with two
-input and two output bricks, and option sets over the TABLE template."""
+input and two output bricks, and option sets over the TABLE template.
+
+The line and the direct network take raw values (``encoding: raw``), so that the chosen values
+reach the section walk as they are; the TABLE option sets use the default adaptive value codes,
+and MULTI_IO mixes both (and adaptive targets), so the engine tests cover the codes as well."""
 
 from hanami_torch import templates
 
@@ -12,6 +16,7 @@ settings:
 bricks:
     1,1,1
         input: pixels
+        encoding: raw
         number_of_neurons: 9
     2,1,1
         number_of_neurons: 70
@@ -29,6 +34,7 @@ bricks:
         number_of_neurons: 5
     1,1,2
         input: right
+        encoding: raw
         number_of_neurons: 3
     2,1,1
         number_of_neurons: 65
@@ -38,6 +44,7 @@ bricks:
     3,1,1
         output: second
         number_of_neurons: 3
+        encoding: adaptive
 """
 
 
@@ -45,6 +52,7 @@ DIRECT = """version: 1
 bricks:
     1,1,1
         input: x
+        encoding: raw
         number_of_neurons: {inputs}
     2,1,1
         output: y

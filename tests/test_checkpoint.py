@@ -175,7 +175,7 @@ def test_file_is_plain_safetensors(saved):
                                            "optimizer": "sgd", "input_fan_in": 1}
     assert "number_of_neurons: 70" in meta["template"]
     tensors = load_file(str(path))
-    assert set(tensors) == set(header) == set(ops.LAYOUT + ops.STATE)
+    assert set(tensors) == set(header) == set(ops.LAYOUT + ops.STATE + ops.CODES)
     for name, value in tensors.items():
         assert torch.equal(value, getattr(cluster, name)), name
     assert raw[:2] != b"\x80\x04" and b"torch._utils" not in raw  # not a torch.save pickle

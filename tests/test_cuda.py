@@ -133,7 +133,7 @@ def check_infer_and_gradients(cpu: HanamiCluster, x: torch.Tensor, seed: int) ->
     assert_close(gin_gpu, gin_cpu, "grad_inputs", atol=ATOL * max(1.0, float(gin_cpu.abs().max())))
     assert_close(gw_gpu, gw_cpu, "grad_weights", atol=ATOL * max(1.0, float(gw_cpu.abs().max())))
     # the GPU changes nothing in the network
-    for name in ops.LAYOUT + ops.STATE:
+    for name in ops.LAYOUT + ops.STATE + ops.CODES:
         assert torch.equal(getattr(gpu, name).cpu(), getattr(cpu, name)), name
 
 
@@ -229,7 +229,7 @@ def test_device_moves_keep_the_network():
     cpu = grown(templates.TABLE, random_samples(200, 25, 5, seed=16))
     before = {name: t.clone() for name, t in cpu.state_dict().items()}
     gpu = copy.deepcopy(cpu).to("cuda")
-    for name in ops.LAYOUT + ops.STATE + ("config",):
+    for name in ops.LAYOUT + ops.STATE + ops.CODES + ("config",):
         tensor = getattr(gpu, name)
         assert tensor.is_cuda and tensor.dtype == getattr(cpu, name).dtype, name
     # dtype casts leave the network alone, also together with a move
@@ -554,3 +554,28 @@ def test_infer_on_the_gpu_rejects_bad_arguments(case):
     )
     assert result.returncode == 0, f"the child process ended with {result.returncode}:\n{result.stdout}\n{result.stderr[-4000:]}"
     assert BAD_CASES[case] in result.stdout, result.stdout
+
+
+def test_value_codes_match_the_cpu_bit_for_bit():
+    """encode_ (learning, with a trail), encode and decode run the same rule (csrc/encode.h) on
+    both devices: columns of wildly different scales, zeros and broken readings."""
+    g = torch.Generator().manual_seed(0)
+    scales = torch.tensor([1e-3, 1.0, 300.0, 1e5, -40.0, 2e-38, 7.0, 1e30])
+    values = (torch.randn(3000, 8, generator=g) * 0.2 + 1) * scales
+    values[torch.rand(values.shape, generator=g) < 0.05] = 0.0
+    values[torch.rand(values.shape, generator=g) < 0.002] *= 1e6
+    modes = torch.tensor([1, 1, 1, 1, 1, 1, 0, 1], dtype=torch.uint8)
+    for targets in (False, True):
+        results = []
+        for device in ("cpu", "cuda"):
+            ranges = torch.zeros(8, 3, device=device)
+            codes = torch.empty(3000, 8, device=device)
+            trail = torch.empty(3000, 8, 3, device=device)
+            v, m = values.to(device), modes.to(device)
+            ops.encode_(m, ranges, v, codes, learn=True, targets=targets, trail=trail)
+            pure, slopes = torch.ops.hanami.encode(m, ranges, v)
+            outputs = torch.rand(3000, 8, generator=torch.Generator().manual_seed(1)).to(device)
+            decoded, dslopes = torch.ops.hanami.decode(m, trail, outputs)
+            results.append([t.cpu() for t in (ranges, codes, trail, pure, slopes, decoded, dslopes)])
+        for name, cpu, gpu in zip(("ranges", "codes", "trail", "pure", "slopes", "decoded", "dslopes"), *results):
+            assert torch.equal(cpu, gpu), f"{name} (targets={targets})"

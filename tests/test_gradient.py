@@ -26,6 +26,8 @@ bricks:
         number_of_neurons: 3
 """
 
+SMALL_RAW = SMALL.replace("input: x", "input: x\n        encoding: raw")
+
 #: 300 inputs: once all of them fired, their sections (63 slots each) overflow the first arena
 WIDE = """version: 1
 bricks:
@@ -281,7 +283,10 @@ def test_checkpoint_keeps_the_learning_rule_and_every_slot(tmp_path):
 
 
 def test_state_of_a_hanami_rule_cluster_loads_after_compact_63():
-    hanami = HanamiCluster(SMALL, seed=0)
+    # the gradient rule takes raw inputs: so must the Hanami-rule cluster whose state it takes
+    with pytest.raises(ValueError, match="input_encoding differs"):
+        HanamiCluster(SMALL, seed=0, learning_rule="gradient").load_state_dict(HanamiCluster(SMALL, seed=0).state_dict())
+    hanami = HanamiCluster(SMALL_RAW, seed=0)
     x, labels = toy_task(200, seed=1)
     hanami.learn_many(x, F.one_hot(labels, 3).float())
     gradient = HanamiCluster(SMALL, seed=0, learning_rule="gradient")

@@ -30,7 +30,14 @@ def cluster(request):
     return cluster
 
 
+def codes(cluster, x):
+    """What the ops see of raw inputs: the cluster's value codes (the identity for raw bricks)."""
+    return ops.encode(cluster.input_encoding, cluster.input_range, x)
+
+
 def run_infer(cluster, x, weights=None):
+    """infer on raw inputs, coded as the cluster codes them."""
+    x = codes(cluster, x)
     weights = cluster.syn_weight if weights is None else weights
     return torch.ops.hanami.infer(
         cluster._layout(), cluster._state(), cluster.config, x, weights, cluster.n_outputs
@@ -92,7 +99,7 @@ def test_gradient_matches_finite_differences_where_smooth(cluster):
     """With hidden bricks the network is piecewise smooth: a hidden value that crosses the walk's
     0.01 cut switches a synapse on at once. Central differences with two step sizes that agree
     mark the smooth directions; there the analytic gradient must match them."""
-    x, _ = samples(6, seed=8, scale=30.0)
+    x = codes(cluster, samples(6, seed=8, scale=30.0)[0])
     layout, state, config, n_out = cluster._layout(), cluster._state(), cluster.config, cluster.n_outputs
     w0 = cluster.syn_weight.clone()
     g = torch.Generator().manual_seed(1)
@@ -172,7 +179,8 @@ def test_infer_rejects_bad_arguments(cluster):
     with pytest.raises(RuntimeError, match="n_outputs"):
         torch.ops.hanami.infer(cluster._layout(), cluster._state(), cluster.config, x, cluster.syn_weight, 3)
     with pytest.raises(RuntimeError, match="inputs must be"):
-        run_infer(cluster, x[:, :7].contiguous())
+        torch.ops.hanami.infer(cluster._layout(), cluster._state(), cluster.config, x[:, :7].contiguous(),
+                               cluster.syn_weight, cluster.n_outputs)
 
 
 @pytest.mark.parametrize(

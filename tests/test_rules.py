@@ -1,5 +1,8 @@
 """Each rule of the Hanami cycle (core spec §4-§5) on small, hand-made cases.
 
+The inputs are raw values (``encoding: raw``): the rules act on the values the tests choose. The
+adaptive value codes in front of them have their own tests (test_encoding.py).
+
 The tests drive a real :class:`HanamiCluster` with a few chosen samples and read the structure back
 through ``sections_of`` (borders are reported as interval widths) or the cluster's buffers. Where a
 rule is hard to reach through training alone (reduction counters, spiking state), a buffer is set
@@ -23,6 +26,7 @@ PIXEL = """version: 1
 bricks:
     1,1,1
         input: px
+        encoding: raw
         number_of_neurons: 1
     2,1,1
         number_of_neurons: 10
@@ -36,6 +40,7 @@ DIRECT = """version: 1
 {settings}bricks:
     1,1,1
         input: px
+        encoding: raw
         number_of_neurons: {inputs}
     2,1,1
         output: out
@@ -50,6 +55,7 @@ settings:
 bricks:
     1,1,1
         input: px
+        encoding: raw
         number_of_neurons: 1
     2,1,1
         number_of_neurons: 1
@@ -63,6 +69,7 @@ WIDE = """version: 1
 bricks:
     1,1,1
         input: px
+        encoding: raw
         number_of_neurons: 12
     2,1,1
         number_of_neurons: 130
