@@ -22,8 +22,9 @@ Streams (``--samples N`` cuts each to its first N samples):
 
 Learners (the JSON keys):
 
-    hanami_torch   hanami_torch.river.HanamiClassifier() / HanamiRegressor(): the defaults a new
-                   user gets (200 hidden neurons, seed 0)
+    hanami_torch   hanami_torch.river.HanamiClassifier(max_classes=K) / HanamiRegressor(): the
+                   defaults a new user gets (200 hidden neurons, seed 0), told the number of
+                   classes K that the stream declares, as Vowpal Wabbit is (--oaa K)
     river_linear   StandardScaler | LogisticRegression (binary), StandardScaler |
                    OneVsRestClassifier(LogisticRegression) (multiclass: 80.0 % / 44.5 % on sensors /
                    sensors_broken against 79.1 % / 32.2 % for SoftmaxRegression, and faster),
@@ -46,7 +47,15 @@ JSON written by ``--json`` (accuracy in percent)::
 
     {"streams": {NAME: {LEARNER: {"metric": "accuracy" | "mae", "value", "samples_per_s"}
                                  or {"skipped": reason}}},
-     "machine": str, "threads": int}
+     "machine": str, "threads": int,
+     "broken_reading": {"adaptive" | "raw": {"samples", "injected_at", "synapses_made",
+                        "excess_synapses_later": {"100", "1000", "5000"}, "synapses",
+                        "accuracy", "accuracy_without_it"}}}
+
+``broken_reading`` (leave it out with ``--skip-broken-reading``) is what one pressure reading 10^6
+times too large does to the network of examples/sensor_stream.py (reduction on), with adaptive and
+with raw inputs: the synapses made in its own step, and how many more synapses the network holds
+than the same run without that reading 100, 1,000 and 5,000 samples later.
 
 The figure (``--plot-dir``, default docs/figures) shows the rolling accuracy or MAE over each
 stream for every learner: ``streams.png`` (dotted: the share of the most frequent class; dashed:
@@ -56,6 +65,7 @@ the middle of the drift).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import time
 from dataclasses import dataclass
@@ -69,9 +79,8 @@ from river import linear_model, multiclass, preprocessing, tree
 from river import datasets as river_datasets
 from river.datasets import synth
 
-from hanami_torch.river import HanamiClassifier, HanamiRegressor, river_template
+from hanami_torch.river import HanamiClassifier, HanamiRegressor
 from hanami_torch.simulate import machine_states
-from hanami_torch.template import Template, TemplateError
 
 # benchmarks/_common.py: importable because Python puts the script's folder on sys.path.
 from _common import machine_description, write_json
@@ -185,12 +194,9 @@ def make_learner(name: str, stream: Stream):
     task = stream.task
     if name == "hanami_torch":
         if task == "regression":
-            try:  # the regressor's output key 'encoding: adaptive' may be missing from this build
-                Template.parse(river_template(len(stream.data[0][0]), 200, 1, regression=True))
-            except TemplateError as error:
-                raise LearnerUnavailable(f"HanamiRegressor's template does not parse: {error}") from None
             return HanamiRegressor()
-        return HanamiClassifier()
+        # the number of classes the stream declares, as Vowpal Wabbit gets it (--oaa K)
+        return HanamiClassifier(max_classes=len(stream.classes))
     if name == "river_linear":
         if task == "binary":
             return preprocessing.StandardScaler() | linear_model.LogisticRegression()
@@ -314,6 +320,35 @@ def print_table(results: dict) -> None:
     print("(value: accuracy % or MAE; then samples per second of the prequential loop)")
 
 
+def broken_reading(samples: int | None) -> dict:
+    """What one reading 10^6 times too large does to a network with reduction on
+    (examples/sensor_stream.py: the sensor stream learned with and without one injected reading),
+    with adaptive inputs (the default) and with Hanami's raw inputs: the synapses it made in its own
+    step, the synapses more than the run without it 100, 1,000 and 5,000 samples later, and the
+    prequential state accuracy of both runs."""
+    path = Path(__file__).resolve().parent.parent / "examples" / "sensor_stream.py"
+    spec = importlib.util.spec_from_file_location("sensor_stream", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    samples = max(samples or 20000, 2 * max(example.LATER) + 2)
+    result = {}
+    for inputs in ("adaptive", "raw"):
+        f = example.figures(samples, 0, inputs=inputs, progress=False)
+        result[inputs] = {
+            "samples": samples,
+            "injected_at": f["at"],
+            "synapses_made": f["made_by_injected"],
+            "excess_synapses_later": {str(n): d for n, d in f["excess_later"].items()},
+            "synapses": f["synapses"],
+            "accuracy": f["accuracy"],
+            "accuracy_without_it": f["control_accuracy"],
+        }
+        later = ", ".join(f"{n} later {d:+d}" for n, d in f["excess_later"].items())
+        print(f"broken reading, {inputs} inputs: made {f['made_by_injected']} synapses; {later} "
+              f"(of {f['synapses']:,}); accuracy {f['accuracy']:.2f} % (without it {f['control_accuracy']:.2f} %)")
+    return result
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", type=Path, default=None, help="write the results to this JSON file")
@@ -327,6 +362,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--plot-dir", type=Path, default=Path("docs/figures"),
                         help="folder for streams.png (default docs/figures)")
     parser.add_argument("--no-plot", action="store_true", help="do not write the figure")
+    parser.add_argument("--skip-broken-reading", action="store_true",
+                        help="leave out the broken-reading measurement (examples/sensor_stream.py, four runs)")
     args = parser.parse_args()
     if args.samples is not None and args.samples < 1:
         parser.error("--samples must be a positive integer")
@@ -369,7 +406,10 @@ def main() -> None:
     print_table(results)
     if not args.no_plot:
         plot(curves, streams, args.plot_dir / "streams.png")
-    write_json(args.json, {"streams": results, "machine": machine, "threads": torch.get_num_threads()})
+    report = {"streams": results, "machine": machine, "threads": torch.get_num_threads()}
+    if not args.skip_broken_reading:
+        report["broken_reading"] = broken_reading(args.samples)
+    write_json(args.json, report)
 
 
 if __name__ == "__main__":

@@ -120,7 +120,7 @@ def _drive_directly(stream, *, seed: int, hidden: int, template: str | None = No
     classes in order of first appearance, predict then learn. Returns the probabilities, the
     predicted classes and the cluster."""
     names = sorted(stream[0][0])
-    cluster = HanamiCluster(template or river_template(len(names), hidden, 10), seed=seed)
+    cluster = HanamiCluster(template or river_template(len(names), hidden, 10), seed=seed, input_fan_in=4)  # the default
     classes: list = []
     probabilities, predictions = [], []
     for x, y in stream:
@@ -282,6 +282,7 @@ def test_cluster_options_reach_the_cluster_and_clone():
     model.learn_one({"a": 1.0}, 0)
     assert model.cluster.learning_rate == pytest.approx(0.1) and model.cluster.optimizer == "adagrad"
     assert model.clone().cluster_options == {"learning_rate": 0.1, "optimizer": "adagrad"}
+    assert model.cluster.input_fan_in == 4 and HanamiClassifier(input_fan_in=2).clone().input_fan_in == 2
     assert model.clone().cluster is None
 
 
