@@ -72,11 +72,18 @@ def stream(samples: int, seed: int, inject: bool):
     return readings[:-1], torch.from_numpy(sim.states[:-1]), at, readings[1:]
 
 
-def run(samples: int, seed: int, inject: bool, *, progress: bool = True) -> dict:
+def template(inputs: str = "adaptive") -> str:
+    """TEMPLATE with the input brick's encoding: "adaptive" (the default) or "raw" (Hanami's)."""
+    if inputs not in ("adaptive", "raw"):
+        raise ValueError(f"inputs must be 'adaptive' or 'raw', got {inputs!r}")
+    return TEMPLATE.replace("input: sensors", f"input: sensors\n        encoding: {inputs}")
+
+
+def run(samples: int, seed: int, inject: bool, *, inputs: str = "adaptive", progress: bool = True) -> dict:
     """Learns the stream prequentially and returns the online outputs and the synapse counts."""
     x, states, at, upcoming = stream(samples, seed, inject)
     targets = torch.cat([torch.nn.functional.one_hot(states, len(STATES)).float(), upcoming - x], 1)
-    cluster = HanamiCluster(TEMPLATE, seed=seed)
+    cluster = HanamiCluster(template(inputs), seed=seed)
     marks = sorted({at, at + 1, *(at + 1 + n for n in LATER if at + 1 + n <= samples), samples})
     outputs, synapses, done = [], {}, 0
     start = time.perf_counter()
@@ -101,10 +108,11 @@ def run(samples: int, seed: int, inject: bool, *, progress: bool = True) -> dict
     }
 
 
-def figures(samples: int = 20000, seed: int = 0, *, progress: bool = True) -> dict:
-    """The run with the injected reading, its control run, and the figures the script prints."""
-    hit = run(samples, seed, inject=True, progress=progress)
-    control = run(samples, seed, inject=False, progress=progress)
+def figures(samples: int = 20000, seed: int = 0, *, inputs: str = "adaptive", progress: bool = True) -> dict:
+    """The run with the injected reading, its control run, and the figures the script prints
+    (``inputs="raw"``: the same with Hanami's raw inputs, for comparison)."""
+    hit = run(samples, seed, inject=True, inputs=inputs, progress=progress)
+    control = run(samples, seed, inject=False, inputs=inputs, progress=progress)
     at, scored = hit["at"], slice(samples // 2, None)  # forecasts scored on the second half
     clean = ~_broken(hit["readings"]) & ~_broken(hit["upcoming"])  # broken readings cannot be forecast
     clean[at] = clean[at - 1] = False  # the injected reading, as input and as the truth
@@ -141,6 +149,7 @@ def figures(samples: int = 20000, seed: int = 0, *, progress: bool = True) -> di
             n: hit["synapses"][at + 1 + n] - control["synapses"][at + 1 + n] for n in LATER if at + 1 + n in hit["synapses"]
         },
         "synapses": hit["synapses"][samples],
+        "control_synapses": control["synapses"][samples],
         "seconds": hit["seconds"] + control["seconds"],
         "runs": (hit, control),
     }
@@ -204,14 +213,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=20000, help="samples to stream (default 20,000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulator and of the network")
+    parser.add_argument("--inputs", choices=("adaptive", "raw"), default="adaptive",
+                        help="the input brick's encoding (default adaptive; raw: Hanami's raw values, for comparison)")
     parser.add_argument("--plot", type=Path, default=Path("docs/figures/sensor_stream.png"),
-                        help="where to save the plot (default docs/figures/sensor_stream.png)")
+                        help="where to save the plot, a .png file (default docs/figures/sensor_stream.png)")
+    parser.add_argument("--no-plot", action="store_true", help="do not draw the plot")
     args = parser.parse_args()
+    if not args.no_plot and args.plot.suffix.lower() != ".png":
+        parser.error(f"--plot must name a .png file, got '{args.plot}'")
     if args.samples < 2 * max(LATER) + 2:
         parser.error(f"--samples must be at least {2 * max(LATER) + 2}")
 
-    f = figures(args.samples, args.seed)
-    print(f"{f['samples']:,} samples of {len(SENSORS)} raw sensors, two runs in {f['seconds']:.1f} s, "
+    f = figures(args.samples, args.seed, inputs=args.inputs)
+    print(f"{f['samples']:,} samples of {len(SENSORS)} raw sensors, {args.inputs} inputs, two runs in {f['seconds']:.1f} s, "
           f"{torch.get_num_threads()} threads")
     print(f"machine state, prequential accuracy: {f['accuracy']:.2f} % "
           f"(second half {f['accuracy_second_half']:.2f} %; run without the injected reading {f['control_accuracy']:.2f} %)")
@@ -224,8 +238,8 @@ def main() -> None:
     print(f"injected at sample {f['at']:,}: pressure {f['injected_value']:.3e} Pa (x{INJECTED_FACTOR:.0e})")
     print(f"  synapses it made: {f['made_by_injected']}; synapses more than the run without it, "
           + ", ".join(f"{n:,} samples later: {d}" for n, d in f["excess_later"].items()))
-    print(f"synapses at the end: {f['synapses']:,}")
-    if args.plot:
+    print(f"synapses at the end: {f['synapses']:,} (run without the injected reading: {f['control_synapses']:,})")
+    if not args.no_plot:
         plot(f, args.plot)
         print(f"plot saved to {args.plot} ({args.plot.stat().st_size / 1024:.0f} KB)")
 
