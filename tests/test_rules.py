@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from hanami_torch import HanamiCluster, ops
+from hanami_torch.reference import ReferenceCluster
 
 f32 = np.float32
 
@@ -549,6 +550,190 @@ def test_reduction_off_never_deletes():
     assert cluster.syn_counter.numel() == 0
     cluster.learn_many(torch.zeros(700, 2), torch.zeros(700, 2))
     assert cluster.stats()["synapses"] == 4
+
+
+# ---- Hanami's bugs that compat mode keeps (core spec §11.2: B1, B3, B8) --------------------------
+#
+# Known answers worked out by hand from the spec's rules (§4.7, §5.7) and constants (63 slots per
+# section, 64 sections per connection block, reductions every 100 steps), not read from either
+# implementation. Each case runs on the engine and on the Python reference from the same start, so
+# "fixing" a bug in csrc/ or in hanami_torch/reference.py, or breaking it, fails here.
+
+
+def engine_and_reference(cluster, ref):
+    """The engine's state read back into the reference's objects, next to the reference itself."""
+    return [("engine", ReferenceCluster.from_cluster(cluster)), ("reference", ref)]
+
+
+def learn_both(cluster, ref, rows, target):
+    """The engine and the reference learn the same rows (each a list of input values)."""
+    for row in rows:
+        cluster.learn_one(torch.tensor(row, dtype=torch.float32), target)
+        ref.train_step(row, target.tolist())
+
+
+def chain(ref: ReferenceCluster, neuron: int) -> list[tuple]:
+    """A neuron's live sections in slot order: (slot, offset, has_next, borders)."""
+    out = []
+    for p in range(8):
+        sec = ref.sections.get(neuron * 8 + p)
+        if sec is None or sec.block < 0:
+            continue
+        borders, lower = [], f32(0)
+        for syn in sec.slots:
+            borders.append(float(syn.upper - lower))
+            lower = syn.upper
+        out.append((p, float(sec.offset), sec.has_next, borders))
+    return out
+
+
+def sections_per_block(ref: ReferenceCluster) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for sec in ref.sections.values():
+        counts[sec.block] = counts.get(sec.block, 0) + 1
+    return counts
+
+
+#: 17 inputs with all 8 sections each (input_fan_in 8) into 128 outputs, i.e. two full neuron
+#: blocks. Block 0 holds the inputs, blocks 1 and 2 the outputs.
+GRID = direct(inputs=17, outputs=128)
+
+
+def test_b1_compat_grid_regrowth_moves_sections_to_another_block():
+    """B1: the output brick's connection grid is dimX x dimY with dimX fixed at its 2 blocks; a
+    section's block is (connection block) / dimY. 16 inputs open 16 * 8 = 128 sections: the 2 x 1
+    grid (2 * 64 connection slots) is exactly full, 64 sections per block. The 17th input's first
+    section grows the grid to 2 x 2: the connection blocks 0 and 1 now both map to block 0 (1 // 2
+    = 0), so the 64 sections of block 2 move, with their synapses, to block 1; the 8 new sections
+    take connection blocks 2 and 3, i.e. block 2."""
+    cluster = HanamiCluster(GRID, seed=0, compat=True, input_fan_in=8)
+    ref = ReferenceCluster.from_cluster(cluster)
+    target = torch.zeros(128)
+    learn_both(cluster, ref, [[10.0] * 16 + [0.0]], target)
+    for who, view in engine_and_reference(cluster, ref):
+        assert view.grid[1] == [2, 1], who
+        assert sections_per_block(view) == {1: 64, 2: 64}, who
+        assert all(len(sec.slots) == 1 for sec in view.sections.values()), who  # border 10 each
+    moved = {s for s, sec in ref.sections.items() if sec.block == 2}
+    targets = {s: ref.sections[s].slots[0].target for s in moved}
+
+    learn_both(cluster, ref, [[10.0] * 17], target)
+    for who, view in engine_and_reference(cluster, ref):
+        assert view.grid[1] == [2, 2], who
+        assert sections_per_block(view) == {1: 128, 2: 8}, who
+        assert all(view.sections[s].block == 1 for s in moved), who
+        # they keep their synapses: same slot, same target index, now inside block 1
+        assert {s: view.sections[s].slots[0].target for s in moved} == targets, who
+        assert {s // 8 for s, sec in view.sections.items() if sec.block == 2} == {16}, who
+
+
+def test_b1_is_not_in_the_default_mode():
+    """The default mode has no grid: every block of the brick is reachable and sections stay."""
+    cluster = HanamiCluster(GRID, seed=0, input_fan_in=8)
+    cluster.learn_one(torch.tensor([10.0] * 16 + [0.0]), torch.zeros(128))
+    before = cluster.sec_block.clone()
+    cluster.learn_one(torch.tensor([10.0] * 17), torch.zeros(128))
+    assert torch.equal(cluster.sec_block[: 16 * 8], before[: 16 * 8])
+
+
+def twin_sections(compat: bool, longer_slot: int | None):
+    """One input with two first sections (input_fan_in 2), both filled by the ramp 1..63 (63
+    synapses of border 1, uppers 1..63). ``longer_slot``: that section's last upper is set to 100
+    by hand, so a value of 64 ends inside its slot 62 (R = 2 < border 38, slots 61 and 62 never
+    split) instead of surviving it."""
+    cluster = HanamiCluster(direct(inputs=1, outputs=1), seed=0, compat=compat, input_fan_in=2)
+    learn(cluster, *range(1, 64), target=torch.tensor([1.0]))
+    assert [c[3] for c in chain(ReferenceCluster.from_cluster(cluster), 0)] == [[1.0] * 63] * 2
+    if longer_slot is not None:
+        cluster.syn_upper[slot_index(cluster, 0, 62, slot=longer_slot)] = 100.0
+    return cluster, ReferenceCluster.from_cluster(cluster)
+
+
+@pytest.mark.parametrize(
+    "compat, longer_slot, expected",
+    [
+        # both survive and ask for a successor at 0 + 63 (B2's 2*0 + 63 in compat); one flag per
+        # neuron: one successor, yet both sections now claim one
+        (True, None, [(0, 0.0, True), (1, 0.0, True), (2, 63.0, False)]),
+        # section 0 asks (63), section 1 is walked after it and writes "no request" (-1) over it:
+        # the request is lost and section 0 keeps has_next with no successor (a hole)
+        (True, 1, [(0, 0.0, True), (1, 0.0, False)]),
+        # the other order: section 0 writes -1, section 1's request comes last and wins
+        (True, 0, [(0, 0.0, False), (1, 0.0, True), (2, 63.0, False)]),
+        # the default mode keeps every request
+        (False, None, [(0, 0.0, True), (1, 0.0, True), (2, 63.0, False), (3, 63.0, False)]),
+        (False, 1, [(0, 0.0, True), (1, 0.0, False), (2, 63.0, False)]),
+    ],
+    ids=["compat-both-ask", "compat-later-cancels", "compat-later-asks", "default-both-ask", "default-one-asks"],
+)
+def test_b3_compat_request_flag_last_writer_wins(compat, longer_slot, expected):
+    """B3: in compat mode a neuron has one request flag (its offset, or -1), and every walk of the
+    neuron in the cycle overwrites it; the sections are walked in connection order, which here is
+    creation order (section 0 takes connection slot 0, section 1 slot 1)."""
+    cluster, ref = twin_sections(compat, longer_slot)
+    learn_both(cluster, ref, [[64.0]], torch.tensor([1.0]))
+    for who, view in engine_and_reference(cluster, ref):
+        assert [c[:3] for c in chain(view, 0)] == expected, who
+        if compat:
+            assert float(view.request[0]) == -1.0, who  # consumed, or lost
+
+
+def chain_with_dying_successor(compat: bool):
+    """One input into one output, with reduction: the ramp 1..63 fills section 0 (borders 1), 64
+    asks for its successor (offset 63, the same in both modes for the first link), 65 gives the
+    successor one synapse of border 2. By hand: section 0's synapses persistent (counter 10), the
+    successor's at 1, so that the reduction at step 100 deletes it and frees the section."""
+    cluster = HanamiCluster(direct(inputs=1, outputs=1, reduction=True), seed=0, compat=compat)
+    learn(cluster, *range(1, 66), target=torch.tensor([1.0]))
+    assert [c[1:] for c in chain(ReferenceCluster.from_cluster(cluster), 0)] == [
+        (0.0, True, [1.0] * 63),
+        (63.0, False, [2.0]),
+    ]
+    set_counters(cluster, 0, [10] * 63)
+    cluster.syn_counter[slot_index(cluster, 0, 0, slot=1)] = 1
+    ref = ReferenceCluster.from_cluster(cluster)
+    learn_both(cluster, ref, [[0.0]] * 35, torch.tensor([1.0]))  # steps 66..100, nothing walks
+    return cluster, ref
+
+
+def test_b8_compat_freed_successor_is_lost_when_its_neuron_walks_again():
+    """B8: reduction frees the empty successor and leaves the neuron's flag at its offset (63);
+    the next sample that walks section 0 (which keeps has_next) writes -1 over it, so the section
+    is never re-created: values above 63 reach nothing any more (a permanent hole)."""
+    cluster, ref = chain_with_dying_successor(compat=True)
+    for who, view in engine_and_reference(cluster, ref):
+        assert view.step == 100, who
+        assert [c[:3] for c in chain(view, 0)] == [(0, 0.0, True)], who
+        assert float(view.request[0]) == 63.0, who
+    learn_both(cluster, ref, [[70.0], [80.0], [200.0]], torch.tensor([1.0]))
+    for who, view in engine_and_reference(cluster, ref):
+        assert [c[1:] for c in chain(view, 0)] == [(0.0, True, [1.0] * 63)], who
+        assert float(view.request[0]) == -1.0, who
+        assert view.synapses == 63, who
+    # the hole: above 63 every value gives the output of 63
+    at_63 = cluster.predict_one(torch.tensor([63.0]))
+    assert torch.equal(cluster.predict_one(torch.tensor([500.0])), at_63)
+    assert torch.equal(torch.tensor(ref.predict_step([500.0])), at_63)
+
+
+def test_b8_compat_freed_successor_returns_when_nothing_overwrites_its_request():
+    """The same flag survives a sample in which the neuron is silent (input 0): the section is
+    created again at the end of that cycle, empty, at offset 63, in the freed slot 1."""
+    cluster, ref = chain_with_dying_successor(compat=True)
+    learn_both(cluster, ref, [[0.0]], torch.tensor([1.0]))
+    for who, view in engine_and_reference(cluster, ref):
+        assert [c[1:] for c in chain(view, 0)] == [(0.0, True, [1.0] * 63), (63.0, False, [])], who
+        assert float(view.request[0]) == -1.0, who
+
+
+def test_b8_is_not_in_the_default_mode():
+    """The default mode keeps the freed slot reserved and re-creates it at the next growth step,
+    whatever walks: the chain keeps covering values above 63."""
+    cluster, ref = chain_with_dying_successor(compat=False)
+    learn_both(cluster, ref, [[70.0], [80.0]], torch.tensor([1.0]))
+    for who, view in engine_and_reference(cluster, ref):
+        # re-created empty after the walks of 70; 80 - 63 = 17 is its first border
+        assert [c[1:] for c in chain(view, 0)] == [(0.0, True, [1.0] * 63), (63.0, False, [17.0])], who
 
 
 # ---- spiking -------------------------------------------------------------------------------------
