@@ -191,7 +191,7 @@ class HanamiCluster(nn.Module):
                 f"refractory_time {settings.refractory_time} is out of range: the refractory "
                 "counter is 8 bits wide, use a value in 1..255"
             )
-        if not (0 < settings.neuron_cooldown < float(np.finfo(np.float32).max)):
+        if not (0 < settings.neuron_cooldown <= float(np.finfo(np.float32).max)):
             raise ValueError("neuron_cooldown must be a positive float32 value")
 
         self.template = template
@@ -755,19 +755,31 @@ class HanamiCluster(nn.Module):
         return super()._apply(fn, recurse)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # The synapse arena grows while the network learns: make room for the stored one first, so
-        # that load_state_dict works between clusters that learned different amounts.
-        key = prefix + "syn_weight"
-        if key in state_dict and state_dict[key].dim() == 1:
-            capacity = state_dict[key].numel()
-            for name in ("syn_weight", "syn_upper", "syn_target"):
-                self._replace(name, torch.empty(capacity, dtype=getattr(self, name).dtype))
-            if self.template.settings.enable_reduction:
-                self._replace("syn_counter", torch.empty(capacity, dtype=torch.uint8))
-            if self.optimizer == "adagrad":
-                self._replace("syn_accum", torch.empty(capacity, dtype=torch.float32))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self.validate_state()
+        # A refused state leaves the network as it was: keep a copy to put back.
+        kept = {name: tensor.detach().clone() for name, tensor in [*self._parameters.items(), *self._buffers.items()]
+                if tensor is not None}
+        try:
+            # The synapse arena grows while the network learns: make room for the stored one first,
+            # so that load_state_dict works between clusters that learned different amounts.
+            key = prefix + "syn_weight"
+            if key in state_dict and state_dict[key].dim() == 1:
+                capacity = state_dict[key].numel()
+                for name in ("syn_weight", "syn_upper", "syn_target"):
+                    self._replace(name, torch.empty(capacity, dtype=getattr(self, name).dtype))
+                if self.template.settings.enable_reduction:
+                    self._replace("syn_counter", torch.empty(capacity, dtype=torch.uint8))
+                if self.optimizer == "adagrad":
+                    self._replace("syn_accum", torch.empty(capacity, dtype=torch.float32))
+            super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+            self.validate_state()
+        except BaseException:
+            with torch.no_grad():
+                for name, tensor in kept.items():
+                    if getattr(self, name).shape == tensor.shape:
+                        getattr(self, name).copy_(tensor)
+                    else:
+                        self._replace(name, tensor)
+            raise
 
     def extra_repr(self) -> str:
         sizes = "→".join(str(b.number_of_neurons) for b in self.template.bricks)

@@ -3,6 +3,7 @@ that is not a good checkpoint."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -115,6 +116,23 @@ def test_round_trip_restores_everything(tmp_path, compat, reduction):
     assert torch.equal(out_a, out_b)
     assert_same_state(cluster, loaded)
     assert cluster.stats()["steps"] == loaded.stats()["steps"] == 190
+
+
+def test_round_trip_of_an_adagrad_cluster(tmp_path):
+    """Adagrad's accumulated squared steps (syn_accum) and the optimizer choice survive the file:
+    learning goes on with the same step sizes."""
+    cluster = HanamiCluster(TEMPLATE.format(reduction="true"), seed=5, optimizer="adagrad", learning_rate=0.05,
+                            input_fan_in=2)
+    x, y = data(160, seed=0)
+    cluster.learn_many(x[:100], y[:100])
+    assert cluster.syn_accum.numel() == cluster.syn_weight.numel() and bool((cluster.syn_accum > 0).any())
+    path = tmp_path / "adagrad.safetensors"
+    checkpoint.save(cluster, path)
+    loaded = checkpoint.load(path)
+    assert (loaded.optimizer, loaded.input_fan_in, loaded.learning_rate) == ("adagrad", 2, 0.05)
+    assert_same_state(cluster, loaded)
+    assert torch.equal(loaded.learn_many(x[100:], y[100:]), cluster.learn_many(x[100:], y[100:]))
+    assert_same_state(cluster, loaded)
 
 
 def test_round_trip_of_reduction_state_across_a_reduction(tmp_path):
@@ -555,10 +573,20 @@ def test_damaged_state_dict_is_refused_by_load_state_dict(damaged_files, case, m
     with safe_open(str(damaged_files[case]), framework="pt") as handle:
         meta = handle.metadata()
     cluster = HanamiCluster(meta["template"], **json.loads(meta["options"]))
+    x, y = data(20, seed=2)  # a network of its own, which a refused state must not touch
+    if cluster.learning_rule == "gradient":
+        cluster.train()
+        cluster(x)  # grows the network
+        cluster.eval()
+    else:
+        cluster.learn_many(x, y)
+    kept = copy.deepcopy(cluster)
     state = cluster.state_dict()
     state.update(load_file(str(damaged_files[case])))
     with pytest.raises(ValueError, match=re.escape(f"inconsistent network state: {message}")):
         cluster.load_state_dict(state)
+    assert_same_state(cluster, kept)
+    assert torch.equal(cluster.predict_many(data(5, seed=4)[0]), kept.predict_many(data(5, seed=4)[0]))
 
 
 def test_the_damage_cases_load_when_undamaged(damaged_files, tmp_path):
