@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from hanami_torch import HanamiCluster, Template, TemplateError
+from hanami_torch.template import Settings
 from networks import MULTI_IO
 
 #: Two input bricks and two output bricks (all addressed by name).
@@ -217,11 +218,49 @@ def test_uint16_and_string_inputs_are_refused(trained):
         ({"init_scale": 0.0}, r"init_scale"),
         ({"init_scale": -1.0}, r"init_scale"),
         ({"init_scale": None}, r"init_scale"),
+        ({"optimizer": "adam"}, r"optimizer must be one of \['adagrad', 'sgd'\], got 'adam'"),
+        ({"optimizer": "SGD"}, r"optimizer must be one of"),
+        ({"optimizer": None}, r"optimizer must be one of"),
+        ({"input_fan_in": 0}, r"input_fan_in must be an integer in 1\.\.8 .*got 0"),
+        ({"input_fan_in": 9}, r"input_fan_in must be an integer in 1\.\.8 .*got 9"),
+        ({"input_fan_in": True}, r"input_fan_in must be an integer"),
+        ({"input_fan_in": 2.0}, r"input_fan_in must be an integer"),
+        ({"learning_rule": "backprop"}, r"learning_rule must be one of"),
+        ({"learning_rule": "gradient", "optimizer": "adagrad"}, r"optimizer='adagrad' belongs to Hanami's rule"),
     ],
 )
 def test_bad_constructor_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         HanamiCluster(MULTI, **kwargs)
+
+
+@pytest.mark.parametrize("fan_in", [1, 8, np.int64(3)])
+def test_input_fan_in_at_the_limits(fan_in):
+    cluster = HanamiCluster(MULTI, input_fan_in=fan_in)
+    assert cluster.input_fan_in == int(fan_in) and type(cluster.input_fan_in) is int
+
+
+def _cooldown(value: float) -> str:
+    """A small template with ``neuron_cooldown`` written out (the format has no exponents)."""
+    settings = f"settings:\n    neuron_cooldown: {value:.1f}\nbricks:"
+    return LINE.format(inputs=2, hidden=4, outputs=2).replace("bricks:", settings)
+
+
+@pytest.mark.parametrize("cooldown", [3.5e38, 1e39, 1e300])
+def test_settings_beyond_float32_are_refused(cooldown):
+    # the kernels keep the cooldown in float32: 3.5e38 would become infinity there
+    with pytest.raises(ValueError, match=r"bad value '\d+\.0' for neuron_cooldown"):
+        HanamiCluster(_cooldown(cooldown))
+    with pytest.raises(ValueError, match="for neuron_cooldown"):
+        Settings(neuron_cooldown=cooldown)
+
+
+def test_settings_at_the_float32_limit_are_accepted():
+    largest = float(np.finfo(np.float32).max)
+    cluster = HanamiCluster(_cooldown(largest))
+    assert cluster.template.settings.neuron_cooldown == largest
+    cluster.learn_many(*samples(5, inputs=2, outputs=2))
+    assert torch.isfinite(cluster.potential).all()
 
 
 def test_good_constructor_arguments_at_the_limits():
@@ -419,6 +458,25 @@ def test_stats_after_many_steps_and_compact_arena():
     assert stats["arena_capacity"] == stats["arena_slots_used"] == slots
     assert stats["synapse_bytes"] == 9 * slots
     assert stats["bytes_per_synapse"] <= 10
+
+
+@pytest.mark.parametrize("slack", [0, 64, -1, True, 1.0, "2", None])
+def test_compact_refuses_a_bad_slack_and_changes_nothing(trained, slack):
+    before = snapshot(trained)
+    with pytest.raises(ValueError, match=r"slack must be an integer in 1\.\.63, got "):
+        trained.compact(slack=slack)
+    assert_unchanged(trained, before)
+
+
+def test_compact_slack_sets_the_spare_slots(trained):
+    for slack in (1, 5, 63):
+        trained.compact(slack=slack)
+        stats = trained.stats()
+        sections = [s for n in range(trained.potential.numel()) for s in trained.sections_of(n)]
+        assert stats["arena_capacity"] == sum(min(63, len(s["borders"]) + slack) for s in sections)
+    gradient = HanamiCluster(LINE.format(inputs=2, hidden=4, outputs=2), learning_rule="gradient")
+    with pytest.raises(RuntimeError, match="never compacted"):
+        gradient.compact(slack=2)
 
 
 def test_repr(trained):

@@ -82,3 +82,41 @@ def test_forward_without_a_state_is_stateless_even_when_spiking():
     assert not torch.equal(stream, from_rest)  # the spiking settings matter for this data
     assert torch.equal(cluster(x), from_rest)
     assert torch.equal(cluster(x.flip(0)), from_rest.flip(0))
+
+
+def test_predict_with_state_carries_the_state_across_calls():
+    cluster = trained()
+    reference = copy.deepcopy(cluster)
+    x = torch.rand(10, 6, generator=torch.Generator().manual_seed(11)) * 50
+    own = (cluster.potential.clone(), cluster.active.clone(), cluster.refractory.clone())
+    outputs, state = cluster.predict_with_state(x, None)
+    assert torch.equal(outputs, reference.predict_many(x))  # None: from rest, as the cluster's own stream
+    assert torch.equal(state.potential, reference.potential) and torch.equal(state.refractory, reference.refractory)
+    first, middle = cluster.predict_with_state(x[:4], None)
+    rest, end = cluster.predict_with_state(x[4:], middle)
+    assert torch.equal(torch.cat([first, rest]), outputs)  # two calls with the carried state: one stream
+    assert all(torch.equal(a, b) for a, b in zip(end, state))
+    assert not torch.equal(cluster.predict_with_state(x[4:], None)[0], rest)  # the state matters
+    assert torch.equal(cluster.potential, own[0]) and torch.equal(cluster.active, own[1])
+    assert torch.equal(cluster.refractory, own[2])  # the cluster's own state is left alone
+
+
+def test_predict_with_state_refuses_bad_states_and_keeps_its_own():
+    cluster = trained()
+    before = {name: value.clone() for name, value in cluster.named_buffers()}
+    x = torch.ones(2, 6)
+    good = cluster.rest_state()
+    for bad, message in [
+        ("state", "state must be a NeuronState"),
+        ((good.potential, good.active), "state must be a NeuronState"),
+        (NeuronState(good.potential.double(), good.active, good.refractory), "state.potential must be a torch.float32"),
+        (NeuronState(good.potential, good.active[:-1], good.refractory), r"state.active must be .* of shape"),
+        (NeuronState(good.potential, good.active, good.refractory.tolist()), "state.refractory must be"),
+        (NeuronState(torch.full_like(good.potential, float("inf")), good.active, good.refractory), "NaN or infinity"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            cluster.predict_with_state(x, bad)
+    with pytest.raises(ValueError, match="inputs must be shaped"):
+        cluster.predict_with_state(torch.ones(2, 5), good)
+    for name, value in cluster.named_buffers():
+        assert torch.equal(value, before[name]), f"{name} changed"
