@@ -384,8 +384,10 @@ class HanamiCluster(nn.Module):
         """Outputs ``[B, n_outputs]`` for the rows of ``inputs`` (``[B, n_inputs]`` or a dict of
         ``[B, n]`` tensors by input-brick name), one C++ call (or chunks when ``progress``)."""
         x = self._samples(inputs, self.n_inputs, self.template.input_bricks, "inputs")
-        if self._adaptive_inputs:
-            x = ops.encode(self.input_encoding, self.input_range, x)
+        if self._adaptive_inputs:  # encode_ without learning: the codes of encode, without autograd's wrapper
+            codes = torch.empty_like(x)
+            ops.encode_(self.input_encoding, self.input_range, x, codes, learn=False, targets=False)
+            x = codes
         out = torch.empty(x.shape[0], self.n_outputs, dtype=torch.float32, device=x.device)
         for lo, hi in _chunks(x.shape[0], progress, "predict"):
             self._sync_threads()
@@ -748,6 +750,7 @@ class HanamiCluster(nn.Module):
                     "kernels (build it with HANAMI_CUDA=1, see docs/gpu.md). Keep the cluster on the "
                     "CPU and move its inputs there (x.cpu())"
                 )
+        self._config_threads = None  # config may move: write the thread count again
         if probe.dtype != torch.float32:  # a dtype cast, perhaps with a move: only the move
             if device == self.syn_weight.device:
                 return self
@@ -831,14 +834,29 @@ class HanamiCluster(nn.Module):
             current.grad = new_grad
         _RESIZED_WEIGHTS[current] = True
 
+    # The per-sample calls (learn_one, predict_one) go through these on every call: they read the
+    # module's dicts directly, because nn.Module.__getattr__ costs a microsecond per tensor.
+    def _tensors(self, names) -> list[torch.Tensor]:
+        buffers = self._buffers
+        return [buffers[name] if name in buffers else self._parameters[name] for name in names]
+
     def _layout(self) -> list[torch.Tensor]:
-        return [getattr(self, name) for name in ops.LAYOUT]
+        return self._tensors(ops.LAYOUT)
 
     def _state(self) -> list[torch.Tensor]:
-        return [getattr(self, name) for name in ops.STATE]
+        return self._tensors(ops.STATE)
+
+    @property
+    def _device(self) -> torch.device:
+        return self._tensors(("syn_weight",))[0].device
 
     def _sync_threads(self) -> None:
-        self.config[ops.CONFIG_THREADS] = float(torch.get_num_threads())
+        # Writing one element of a tensor costs microseconds (a copy to the GPU on CUDA): write the
+        # thread count only when it changed (_apply forgets what was written: config moved).
+        threads = torch.get_num_threads()
+        if threads != self.__dict__.get("_config_threads"):
+            self.config[ops.CONFIG_THREADS] = float(threads)
+            self._config_threads = threads
 
     def _coded(self, values: torch.Tensor, targets: bool, trail: torch.Tensor | None = None) -> torch.Tensor:
         """The rows as the network learns them: adaptive neurons learn their ranges row by row
@@ -912,8 +930,8 @@ class HanamiCluster(nn.Module):
     def _samples(self, data, width: int, bricks, what: str) -> torch.Tensor:
         """Turns user data into a contiguous float32 tensor ``[B, width]`` on the cluster's device, or
         raises ValueError."""
-        if isinstance(data, Mapping):
-            data = _join_bricks(data, bricks, what, self.syn_weight.device)
+        if type(data) is not torch.Tensor and isinstance(data, Mapping):  # (the ABC check is slow)
+            data = _join_bricks(data, bricks, what, self._device)
         if isinstance(data, np.ndarray):
             if data.dtype.kind not in "biuf":
                 raise ValueError(f"{what} must hold real numbers, got a numpy array of {data.dtype}")
@@ -923,7 +941,7 @@ class HanamiCluster(nn.Module):
                 data = torch.as_tensor(data)
             except (TypeError, ValueError, RuntimeError) as error:
                 raise ValueError(f"{what} must be a tensor, an array or a dict of them: {error}") from None
-        device = self.syn_weight.device
+        device = self._device
         if data.device != device:
             if device.type == "cpu":
                 raise ValueError(
@@ -943,9 +961,14 @@ class HanamiCluster(nn.Module):
         if data.shape[0] == 0:
             raise ValueError(f"{what} are empty: pass at least one sample")
         data = data.to(torch.float32).contiguous()
-        # A finite sum proves every value finite (NaN or inf would carry into it) and costs a
-        # twentieth of an element-wise check; only a non-finite sum needs the exact test.
-        if not bool(torch.isfinite(data.sum())) and not bool(torch.isfinite(data).all()):
+        if data.device.type == "cpu" and data.numel() <= 4096:
+            # a sample or a few: NumPy checks them in a fraction of a torch call's dispatch
+            finite = bool(np.isfinite(data.detach().numpy()).all())
+        else:
+            # A finite sum proves every value finite (NaN or inf would carry into it) and costs a
+            # twentieth of an element-wise check; only a non-finite sum needs the exact test.
+            finite = bool(torch.isfinite(data.sum())) or bool(torch.isfinite(data).all())
+        if not finite:
             bad = int((~torch.isfinite(data)).any(dim=1).nonzero()[0])
             raise ValueError(
                 f"{what} row {bad} contains NaN or infinity; Hanami takes any finite value "
