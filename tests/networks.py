@@ -1,11 +1,17 @@
 """Small networks the engine tests share: a line of bricks 9 -> 70 -> 130 -> 4, a network with two
-input and two output bricks, and option sets over the TABLE template.
+input and two output bricks, and option sets over the TABLE template; the random samples they
+learn (:func:`random_samples`) and the step-by-step comparison with the Python reference
+(:func:`run_with_reference`).
 
 The line and the direct network take raw values (``encoding: raw``), so that the chosen values
 reach the section walk as they are; the TABLE option sets use the default adaptive value codes,
 and MULTI_IO mixes both (and adaptive targets), so the engine tests cover the codes as well."""
 
+import numpy as np
+import torch
+
 from hanami_torch import templates
+from hanami_torch.reference import ReferenceCluster, cluster_structure
 
 LINE = """version: 1
 settings:
@@ -91,3 +97,29 @@ TABLE_CONFIGS = {
     "compat": (templates.TABLE, {"compat": True}),  # sec_conn is in use
     "adagrad-spiking-reduction": (SPIKING_WITH_REDUCTION, {"optimizer": "adagrad", "input_fan_in": 4}),
 }
+
+
+def random_samples(cluster, steps: int, seed: int, ramp: bool = False):
+    """``steps`` rows of inputs in -50..300 (40 % of them 0, like dark pixels) and 0/1 targets (30 %
+    ones) for ``cluster``. ``ramp``: the first input rises slowly from 0.5 to 400, which fills whole
+    sections and makes chains grow."""
+    gen = np.random.default_rng(seed)
+    x = gen.uniform(-50, 300, size=(steps, cluster.n_inputs)).astype(np.float32)
+    x[gen.random(x.shape) < 0.4] = 0.0
+    if ramp:
+        x[:, 0] = np.linspace(0.5, 400.0, steps, dtype=np.float32)
+    y = (gen.random((steps, cluster.n_outputs)) < 0.3).astype(np.float32)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def run_with_reference(cluster, x, y) -> ReferenceCluster:
+    """``cluster.learn_one`` and the Python reference's online step learn the rows one by one:
+    the same outputs at every step and the same structure at the end, bit for bit. Returns the
+    reference."""
+    ref = ReferenceCluster.from_cluster(cluster)
+    for i in range(x.shape[0]):
+        expected = np.asarray(ref.train_step(x[i].tolist(), y[i].tolist()), dtype=np.float32)
+        got = cluster.learn_one(x[i], y[i]).numpy()
+        np.testing.assert_array_equal(got, expected, err_msg=f"outputs differ at step {i}")
+    assert cluster_structure(cluster) == ref.structure()
+    return ref

@@ -7,8 +7,7 @@ import torch
 
 from hanami_torch import HanamiCluster, checkpoint, ops
 from hanami_torch.reference import field_block
-
-from test_reference import random_samples, run_both
+from networks import random_samples, run_with_reference
 
 # a 4x4 image; 600 hidden neurons = 10 blocks on a grid of 4 columns and 3 rows (the last row
 # holds blocks 8 and 9 only, so some pixels lie in no field when the radius is small)
@@ -61,7 +60,7 @@ def test_fields_match_reference(radius, reduction):
     cluster = HanamiCluster(template, seed=4, optimizer="adagrad", input_fan_in=3, learning_rate=0.02,
                             init_scale=0.03, input_shape=(4, 4), field_radius=radius)
     x, y = random_samples(cluster, 220 if reduction else 90, seed=4, ramp=True)
-    run_both(cluster, x, y)
+    run_with_reference(cluster, x, y)
     for pixel in range(16):
         allowed = holding_blocks(pixel, 10, 4, 4, radius) or list(range(10))
         for section in cluster.sections_of(pixel):

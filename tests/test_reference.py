@@ -6,29 +6,7 @@ import torch
 
 from hanami_torch import HanamiCluster
 from hanami_torch.reference import ReferenceCluster, cluster_structure
-from networks import MULTI_IO, line
-
-
-
-
-def random_samples(cluster, steps, seed, ramp=False):
-    gen = np.random.default_rng(seed)
-    x = gen.uniform(-50, 300, size=(steps, cluster.n_inputs)).astype(np.float32)
-    x[gen.random(x.shape) < 0.4] = 0.0  # many inactive inputs, like dark pixels
-    if ramp:  # a slowly rising input fills whole sections and makes chains grow
-        x[:, 0] = np.linspace(0.5, 400.0, steps, dtype=np.float32)
-    y = (gen.random((steps, cluster.n_outputs)) < 0.3).astype(np.float32)
-    return torch.from_numpy(x), torch.from_numpy(y)
-
-
-def run_both(cluster, x, y):
-    ref = ReferenceCluster.from_cluster(cluster)
-    for i in range(x.shape[0]):
-        expected = np.asarray(ref.train_step(x[i].tolist(), y[i].tolist()), dtype=np.float32)
-        got = cluster.learn_one(x[i], y[i]).numpy()
-        np.testing.assert_array_equal(got, expected, err_msg=f"outputs differ at step {i}")
-    assert cluster_structure(cluster) == ref.structure()
-    return ref
+from networks import MULTI_IO, line, random_samples, run_with_reference
 
 
 @pytest.mark.parametrize("compat", [False, True])
@@ -36,7 +14,7 @@ def run_both(cluster, x, y):
 def test_training_matches_reference(compat, distance):
     cluster = HanamiCluster(line(distance=distance), seed=3, compat=compat)
     x, y = random_samples(cluster, 70, seed=distance, ramp=True)
-    ref = run_both(cluster, x, y)
+    ref = run_with_reference(cluster, x, y)
     assert ref.synapses > 50
     chains = sum(sec.has_next for sec in ref.sections.values())
     assert chains > 0, "the ramp should have made at least one chain longer"
@@ -46,20 +24,20 @@ def test_training_matches_reference(compat, distance):
 def test_reduction_matches_reference(compat):
     cluster = HanamiCluster(line(reduction="true"), seed=5, compat=compat)
     x, y = random_samples(cluster, 230, seed=7)
-    ref = run_both(cluster, x, y)
+    ref = run_with_reference(cluster, x, y)
     assert ref.step == 230
 
 
 def test_spiking_matches_reference():
     cluster = HanamiCluster(line(cooldown="1.5", refractory=3), seed=11)
     x, y = random_samples(cluster, 60, seed=11)
-    run_both(cluster, x, y)
+    run_with_reference(cluster, x, y)
 
 
 def test_multi_io_matches_reference():
     cluster = HanamiCluster(MULTI_IO, seed=2)
     x, y = random_samples(cluster, 60, seed=2)
-    run_both(cluster, x, y)
+    run_with_reference(cluster, x, y)
 
 
 @pytest.mark.parametrize("compat", [False, True])
@@ -76,22 +54,23 @@ def test_prediction_matches_reference(compat):
 
 
 @pytest.mark.parametrize("compat,options", [(False, {}), (True, {}), (False, {"optimizer": "adagrad", "input_fan_in": 3})])
-def test_many_equals_one_by_one_and_threads_do_not_matter(compat, options):
-    """learn_many (one C++ call, a thread team, which also shares the output brick's backward
-    pass) grows the network that learn_one grows."""
-    x, y = random_samples(HanamiCluster(line(), seed=4), 300, seed=4, ramp=True)
-    threads = torch.get_num_threads()
+@pytest.mark.parametrize("threads", [1, 4])
+def test_one_call_with_a_thread_team_matches_reference(compat, options, threads):
+    """learn_many: one C++ call over all 300 rows, with one thread or a team of four (which also
+    shares the output brick's backward pass), learns what the reference learns step by step."""
+    cluster = HanamiCluster(line(), seed=4, compat=compat, **options)
+    x, y = random_samples(cluster, 300, seed=4, ramp=True)
+    ref = ReferenceCluster.from_cluster(cluster)
+    expected = np.asarray([ref.train_step(a, b) for a, b in zip(x.tolist(), y.tolist())], dtype=np.float32)
+    before = torch.get_num_threads()
     try:
-        torch.set_num_threads(2)
-        many = HanamiCluster(line(), seed=4, compat=compat, **options)
-        out_many = many.learn_many(x, y)
-        torch.set_num_threads(1)
-        single = HanamiCluster(line(), seed=4, compat=compat, **options)
-        out_single = torch.stack([single.learn_one(x[i], y[i]) for i in range(x.shape[0])])
-    finally:
         torch.set_num_threads(threads)
-    assert torch.equal(out_many, out_single)
-    assert cluster_structure(many) == cluster_structure(single)
+        out = cluster.learn_many(x, y)
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(out.numpy(), expected)
+    assert cluster_structure(cluster) == ref.structure()
+    assert ref.synapses > 500
 
 
 @pytest.mark.parametrize("reduction", ["false", "true"])
@@ -100,7 +79,7 @@ def test_adagrad_and_fan_in_match_reference(reduction):
     cluster = HanamiCluster(line(reduction=reduction), seed=6, optimizer="adagrad", input_fan_in=3,
                             learning_rate=0.02, init_scale=0.03)
     x, y = random_samples(cluster, 220 if reduction == "true" else 80, seed=6, ramp=True)
-    ref = run_both(cluster, x, y)
+    ref = run_with_reference(cluster, x, y)
     first_sections = [len(cluster.sections_of(n)) for n in range(9)]
     assert max(first_sections) >= 3
     assert any(s.accum > 0 for sec in ref.sections.values() for s in sec.slots)
