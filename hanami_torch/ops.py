@@ -141,6 +141,24 @@ def _compact_fake(layout, state, config, slack):
     torch._check(1 <= slack <= 63, lambda: "hanami: slack must be in 1..63")
 
 
+# The portable step on the CPU (csrc/cpu/portable_cpu.cpp): test-only ops with the schemas of
+# train_ and predict_ plus a schedule, so their metadata rules are those of train_ and predict_.
+# Registered here, once, like the other ops' fake kernels (opcheck and torch.compile need them);
+# only where the build has the ops.
+if hasattr(torch.ops.hanami, "train_portable_"):
+
+    @torch.library.register_fake("hanami::train_portable_")
+    def _train_portable_fake(layout, state, config, inputs, targets, outputs, start, pending, batch_size, schedule=0):
+        _train_fake(layout, state, config, inputs, targets, outputs, start, pending, batch_size)
+
+
+if hasattr(torch.ops.hanami, "predict_portable_"):
+
+    @torch.library.register_fake("hanami::predict_portable_")
+    def _predict_portable_fake(layout, state, config, inputs, outputs, schedule=0):
+        _predict_fake(layout, state, config, inputs, outputs)
+
+
 def infer(layout, state, config, inputs, weights, n_outputs: int) -> torch.Tensor:
     """Pure batched inference, differentiable in ``inputs`` and ``weights``.
 

@@ -26,14 +26,6 @@ from hanami_torch import HanamiCluster, ops, templates
 from hanami_torch.reference import cluster_structure
 from networks import MULTI_IO, line_with
 
-
-
-# opcheck needs the metadata rules of the op; they are train_'s
-@torch.library.register_fake("hanami::train_portable_")
-def _train_portable_fake(layout, state, config, inputs, targets, outputs, start, pending, batch_size, schedule=0):
-    return ops._train_fake(layout, state, config, inputs, targets, outputs, start, pending, batch_size)
-
-
 #: schedules of the portable op: items in ascending order, in descending order, four threads
 SCHEDULES = (0, 1, 2)
 PORTABLE_SCHEDULES = [functools.partial(torch.ops.hanami.train_portable_, schedule=s) for s in SCHEDULES]
@@ -264,11 +256,6 @@ def test_mnist_samples(mnist_train):
 
 # ---- request mode (predict_): forward passes with carried-over neuron state, no growth ----------
 
-@torch.library.register_fake("hanami::predict_portable_")
-def _predict_portable_fake(layout, state, config, inputs, outputs, schedule=0):
-    return None
-
-
 def predict_both(cluster: HanamiCluster, x) -> torch.Tensor:
     """predict_ of the engine and of the portable step (every schedule) from the same state:
     identical outputs and identical state afterwards (neuron potentials, activity, refractory)."""
@@ -335,6 +322,24 @@ def test_portable_op_refuses_compat_and_bad_arguments():
         torch.ops.hanami.train_portable_(cluster._layout(), cluster._state(), cluster.config, x[:, :7].contiguous(),
                                          y, torch.empty(4, 5), 0, torch.empty(0), 1)
     assert int(cluster.counters[ops.COUNTER_STEP]) == 0
+
+
+def test_fake_kernels_check_the_metadata():
+    """Without real data (meta tensors: torch.compile, opcheck) the portable ops make the checks of
+    train_ and predict_; hanami_torch.ops registers their fake kernels with the others."""
+    cluster = make("sgd")
+    meta = lambda tensors: [t.to("meta") for t in tensors]  # noqa: E731
+    layout, state, config = meta(cluster._layout()), meta(cluster._state()), cluster.config.to("meta")
+    x, y = torch.empty(4, cluster.n_inputs, device="meta"), torch.empty(4, cluster.n_outputs, device="meta")
+    out, empty = torch.empty_like(y), torch.empty(0, device="meta")
+    torch.ops.hanami.train_portable_(layout, state, config, x, y, out, 0, empty, 1, schedule=2)
+    torch.ops.hanami.predict_portable_(layout, state, config, x, out, schedule=1)
+    with pytest.raises(RuntimeError, match="config must be float64"):
+        torch.ops.hanami.train_portable_(layout, state, config.float(), x, y, out, 0, empty, 1)
+    with pytest.raises(RuntimeError, match="batch_size > 1 needs a pending tensor"):
+        torch.ops.hanami.train_portable_(layout, state, config, x, y, out, 0, empty, 3)
+    with pytest.raises(RuntimeError, match="outputs and inputs differ in rows"):
+        torch.ops.hanami.predict_portable_(layout, state, config, x, out[:3], schedule=0)
 
 
 @pytest.mark.parametrize("util", ["test_schema", "test_autograd_registration", "test_faketensor",
