@@ -214,6 +214,8 @@ def test_clusters_survive_a_restart(tmp_path, make_member):
         asyncio.run(learn_over_socket())
         before = user.get_cluster(cluster["id"])["stats"]
         token = user.token
+        damaged = user.create_cluster("damaged", templates.TABLE, seed=4)
+        user.wait_task(user.create_task(damaged["id"], dataset["id"], "train")["id"], poll_s=0.05)
         busy = user.create_cluster("busy", templates.TABLE)
         endless = user.create_task(busy["id"], dataset["id"], "train", epochs=1000)
         wait_for(lambda: user.get_task(endless["id"])["state"] == "running", "the endless task to start")
@@ -222,7 +224,10 @@ def test_clusters_survive_a_restart(tmp_path, make_member):
         # failed as interrupted, far from done); a server that waited for it would be killed
         # by stop() and exit with a signal instead of 0
         assert first.stop() == 0
-    second = ServerProcess(home)
+    cluster_file = home / "clusters" / f"{damaged['id']}.safetensors"
+    cluster_file.write_bytes(cluster_file.read_bytes()[:200])  # a damaged file: rebuilt, and logged
+    # the second start goes through the command line's serve flags
+    second = ServerProcess(home, "--workers", "3", "--io-threads", "1", "--op-threads", "1", "--max-neurons", "1000")
     second.port, second.url = first.port, first.url
     second.start()
     try:
@@ -233,5 +238,19 @@ def test_clusters_survive_a_restart(tmp_path, make_member):
         interrupted = user.get_task(endless["id"])
         assert interrupted["state"] == "failed" and "interrupted" in interrupted["error"]
         assert interrupted["samples_done"] < interrupted["samples_total"] == 1000 * 475
+        rebuilt = user.get_cluster(damaged["id"])
+        assert rebuilt["seed"] == 4 and rebuilt["stats"]["synapses"] == rebuilt["stats"]["steps"] == 0
+
+        admin = second.client(ADMIN, ADMIN_PASSWORD)
+        errors = admin.error_log()
+        assert errors["total"] == 1, errors
+        entry = errors["items"][0]
+        assert f"cluster {damaged['id']}: its state could not be loaded" in entry["message"]
+        assert "rebuilt it untrained" in entry["message"] and entry["user_id"] is None
+        assert admin.error_log(user_id="keeper")["total"] == 0
+        assert admin.system()["threads"] == {"task_workers": 3, "io_workers": 1, "operator_threads": 1}
+        assert admin.system()["clusters_loaded"] == 3
+        with pytest.raises(UnprocessableError, match="1000"):  # --max-neurons: MNIST has 1194
+            user.create_cluster("too big", templates.MNIST)
     finally:
         second.stop()
