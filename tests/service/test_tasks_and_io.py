@@ -9,8 +9,9 @@ import struct
 
 import aiohttp
 import pytest
+import torch
 
-from hanami_torch import templates
+from hanami_torch import HanamiCluster, templates
 from hanami_torch.client import ConflictError, HanamiError, UnauthorizedError, UnprocessableError
 
 from .helpers import ADMIN, ADMIN_PASSWORD, PASSWORD, ServerProcess, wait_for, write_csv
@@ -240,6 +241,17 @@ def test_clusters_survive_a_restart(tmp_path, make_member):
         assert interrupted["samples_done"] < interrupted["samples_total"] == 1000 * 475
         rebuilt = user.get_cluster(damaged["id"])
         assert rebuilt["seed"] == 4 and rebuilt["stats"]["synapses"] == rebuilt["stats"]["steps"] == 0
+
+        async def learn_rebuilt():  # rebuilt with its own seed: it learns as a new local network of seed 4
+            async with user.direct_io(damaged["id"]) as socket:
+                for _ in range(3):
+                    await socket.learn([5.0] * 25, [1, 0, 0, 0, 0])
+                return await socket.predict([5.0] * 25)
+
+        local = HanamiCluster(templates.TABLE, seed=4)
+        for _ in range(3):
+            local.learn_one(torch.full((25,), 5.0), torch.tensor([1.0, 0, 0, 0, 0]))
+        assert asyncio.run(learn_rebuilt()) == local.predict_one(torch.full((25,), 5.0)).tolist()
 
         admin = second.client(ADMIN, ADMIN_PASSWORD)
         errors = admin.error_log()
