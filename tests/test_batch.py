@@ -14,7 +14,7 @@ import torch
 from hanami_torch import HanamiCluster, ops, templates
 from hanami_torch import cluster as cluster_module
 from hanami_torch.reference import ReferenceCluster, cluster_structure
-from networks import line_with
+from networks import line_with, random_samples
 
 
 #: option sets: (reduction, spiking, cluster keyword arguments)
@@ -34,15 +34,6 @@ def make(option: str, seed: int = 3, template: str | None = None) -> HanamiClust
     return HanamiCluster(template or line_with(reduction, spiking), seed=seed, **kwargs)
 
 
-def samples(cluster, rows: int, seed: int):
-    gen = np.random.default_rng(seed)
-    x = gen.uniform(-50, 300, size=(rows, cluster.n_inputs)).astype(np.float32)
-    x[gen.random(x.shape) < 0.4] = 0.0
-    x[:, 0] = np.linspace(0.5, 400.0, rows, dtype=np.float32)  # a ramp: chains grow
-    y = (gen.random((rows, cluster.n_outputs)) < 0.3).astype(np.float32)
-    return torch.from_numpy(x), torch.from_numpy(y)
-
-
 WARM_UP = 60
 
 
@@ -53,7 +44,7 @@ def grown(option: str, seed: int, data_seed: int):
     their start value, deletion would take 500 steps)."""
     cluster = make(option, seed=seed)
     reduction = OPTIONS[option][0]
-    x, y = samples(cluster, WARM_UP + (170 if reduction else 90), seed=data_seed)
+    x, y = random_samples(cluster, WARM_UP + (170 if reduction else 90), ramp=True, seed=data_seed)
     cluster.learn_many(x[:WARM_UP], y[:WARM_UP])
     if reduction:
         cluster.syn_counter.fill_(1)
@@ -124,7 +115,7 @@ def test_arena_growth_in_the_middle_of_a_batch(option, monkeypatch):
     travel with the arena and the result equals the reference's."""
     batch_size = 7
     cluster = make(option, seed=8)
-    x, y = samples(cluster, 170, seed=3)
+    x, y = random_samples(cluster, 170, ramp=True, seed=3)
     ref = ReferenceCluster.from_cluster(cluster)
     expected = np.asarray(ref.train_many(x.tolist(), y.tolist(), batch_size=batch_size), dtype=np.float32)
 
@@ -156,7 +147,7 @@ def test_one_batch_of_the_whole_set(option):
     """batch_size = all rows: the forward passes all see the initial weights (new synapses aside),
     and the weights move once at the end; a larger batch_size gives the same."""
     cluster = make(option, seed=4)
-    x, y = samples(cluster, 60, seed=4)
+    x, y = random_samples(cluster, 60, ramp=True, seed=4)
     ref = ReferenceCluster.from_cluster(cluster)
     expected = np.asarray(ref.train_many(x.tolist(), y.tolist(), batch_size=60), dtype=np.float32)
     got = cluster.learn_many(x, y, batch_size=60)

@@ -24,7 +24,7 @@ import torch
 
 from hanami_torch import HanamiCluster, ops, templates
 from hanami_torch.reference import cluster_structure
-from networks import MULTI_IO, line_with
+from networks import MULTI_IO, line_with, random_samples
 
 #: schedules of the portable op: items in ascending order, in descending order, four threads
 SCHEDULES = (0, 1, 2)
@@ -52,15 +52,6 @@ OPTIONS = {
 def make(option: str, seed: int = 3) -> HanamiCluster:
     reduction, spiking, kwargs = OPTIONS[option]
     return HanamiCluster(line_with(reduction, spiking), seed=seed, **kwargs)
-
-
-def samples(n_inputs: int, n_outputs: int, rows: int, seed: int):
-    gen = np.random.default_rng(seed)
-    x = gen.uniform(-50, 300, size=(rows, n_inputs)).astype(np.float32)
-    x[gen.random(x.shape) < 0.4] = 0.0
-    x[:, 0] = np.linspace(0.5, 400.0, rows, dtype=np.float32)  # a ramp: chains grow
-    y = (gen.random((rows, n_outputs)) < 0.3).astype(np.float32)
-    return torch.from_numpy(x), torch.from_numpy(y)
 
 
 @torch.no_grad()
@@ -119,7 +110,7 @@ def run_both(cluster: HanamiCluster, x, y, batch_size: int = 1, chunk: int | Non
 @pytest.mark.parametrize("option", sorted(OPTIONS))
 def test_options_match_the_engine(option):
     cluster = make(option)
-    x, y = samples(cluster.n_inputs, cluster.n_outputs, 260, seed=1)
+    x, y = random_samples(cluster, 260, ramp=True, seed=1)
     # warm up on the engine, then make reduction delete synapses soon (counters at 1)
     learn(torch.ops.hanami.train_, cluster, x[:60], y[:60])
     if OPTIONS[option][0]:
@@ -141,7 +132,7 @@ def test_arena_growth_and_compaction_inside_calls(option):
     """From a 16-slot arena the ops stop for growth many times; compactions at sample boundaries
     (needy sections, garbage) happen inside the calls."""
     cluster = make(option, seed=5)
-    x, y = samples(cluster.n_inputs, cluster.n_outputs, 230, seed=2)
+    x, y = random_samples(cluster, 230, ramp=True, seed=2)
     result, starts = run_both(cluster, x, y, arena=16, chunk=77)
     assert len(starts) > 6, starts
     assert int(result.counters[ops.COUNTER_SYNAPSES]) > 100
@@ -162,7 +153,7 @@ def test_arena_growth_and_compaction_inside_calls(option):
                                                  ("adagrad-reduction", 16), ("spiking", 3)])
 def test_batches_match_the_engine(option, batch_size):
     cluster = make(option, seed=6)
-    x, y = samples(cluster.n_inputs, cluster.n_outputs, 230, seed=3)
+    x, y = random_samples(cluster, 230, ramp=True, seed=3)
     cluster.learn_many(x[:30], y[:30], compact=False)
     if OPTIONS[option][0]:
         cluster.syn_counter.fill_(1)
@@ -172,14 +163,14 @@ def test_batches_match_the_engine(option, batch_size):
 @pytest.mark.parametrize("option", ["sgd", "adagrad-reduction"])
 def test_batches_resumed_after_arena_growth(option):
     cluster = make(option, seed=8)
-    x, y = samples(cluster.n_inputs, cluster.n_outputs, 170, seed=4)
+    x, y = random_samples(cluster, 170, ramp=True, seed=4)
     _, starts = run_both(cluster, x, y, batch_size=7, arena=16)
     assert any(start % 7 for start in starts), starts
 
 
 def test_several_input_and_output_bricks():
     cluster = HanamiCluster(MULTI_IO, seed=2)
-    x, y = samples(cluster.n_inputs, cluster.n_outputs, 150, seed=5)
+    x, y = random_samples(cluster, 150, ramp=True, seed=5)
     result, _ = run_both(cluster, x, y, arena=64)
     assert int(result.counters[ops.COUNTER_SYNAPSES]) > 50
 
@@ -216,7 +207,7 @@ def test_random_templates_match_the_engine(seed):
     gen = np.random.default_rng(100 + seed)
     text, options = random_template(gen)
     cluster = HanamiCluster(text, seed=seed, **options)
-    x, y = samples(cluster.n_inputs, cluster.n_outputs, 250, seed=seed)
+    x, y = random_samples(cluster, 250, ramp=True, seed=seed)
     if cluster.template.settings.enable_reduction:
         learn(torch.ops.hanami.train_, cluster, x[:40], y[:40])
         cluster.syn_counter.fill_(1)
@@ -275,7 +266,7 @@ def predict_both(cluster: HanamiCluster, x) -> torch.Tensor:
 @pytest.mark.parametrize("option", ["sgd", "reduction", "spiking", "spiking-reduction", "fields", "gradient"])
 def test_request_mode_matches_the_engine(option):
     cluster = make(option)
-    x, y = samples(cluster.n_inputs, cluster.n_outputs, 200, seed=2)
+    x, y = random_samples(cluster, 200, ramp=True, seed=2)
     learn(torch.ops.hanami.train_, cluster, x[:150], y[:150])  # the gradient rule's growth too
     out = predict_both(cluster, x[150:])
     if OPTIONS[option][1]:  # spiking: the state carries over, so a sample's output depends on the one before
@@ -294,7 +285,7 @@ def test_request_mode_on_mnist_like_images(compat):
 
 def test_request_mode_with_several_input_and_output_bricks():
     cluster = HanamiCluster(MULTI_IO, seed=2)
-    x, y = samples(cluster.n_inputs, cluster.n_outputs, 120, seed=6)
+    x, y = random_samples(cluster, 120, ramp=True, seed=6)
     cluster.learn_many(x[:100], y[:100])
     predict_both(cluster, x[100:])
 
