@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "compose.py"
@@ -19,6 +20,7 @@ def load_example():
     return module
 
 
+@pytest.mark.slow  # about half a minute on two cores
 def test_cnn_with_hanami_head_learns_mnist(mnist_train, mnist_test):
     compose = load_example()
     torch.manual_seed(0)

@@ -13,6 +13,7 @@ from support import require
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # a subprocess runs all learners on several streams
 def test_stream_benchmark_writes_its_json(tmp_path):
     require("river", "the stream benchmark compares with River")
     out = tmp_path / "streams.json"
