@@ -84,3 +84,58 @@ def test_optimizer_files_are_checked(tmp_path: Path):
         hanami_torch.load_optimizer(torch.optim.Adam(cluster.parameters()), cluster_file)
     with pytest.raises(TypeError, match="torch.optim.Optimizer"):
         hanami_torch.save_optimizer(object(), tmp_path / "x.optimizer.safetensors")
+
+
+def _rewrite(path: Path, target: Path, metadata: dict | None = None, tensors: dict | None = None,
+             sign: bool = True) -> Path:
+    """A copy of the optimizer file ``path`` with metadata / tensors replaced; ``sign``: with the
+    checksum written again, as anyone editing the file can, so that the check under test refuses it."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from hanami_torch.checkpoint import _optimizer_digest
+
+    stored = {**load_file(str(path)), **(tensors or {})}
+    with safe_open(str(path), framework="pt") as handle:
+        meta = {**handle.metadata(), **(metadata or {})}
+    if sign:
+        meta["sha256"] = _optimizer_digest(stored, meta)
+    save_file(stored, str(target), metadata=meta)
+    return target
+
+
+def test_optimizer_files_of_another_format_version_or_with_bad_metadata_are_refused(tmp_path: Path):
+    cluster = HanamiCluster(TEMPLATE, seed=2, learning_rule="gradient", init_scale=0.01)
+    optimizer = torch.optim.Adam(cluster.parameters(), lr=0.01)
+    train(cluster, optimizer, batches(0, 2))
+    path = tmp_path / "good.optimizer.safetensors"
+    hanami_torch.save_optimizer(optimizer, path)
+    fresh = torch.optim.Adam(cluster.parameters(), lr=0.01)
+    cases = [
+        ({"format": "something.else"}, {}, True, r"is not a hanami_torch optimizer state \(format 'something.else'\)"),
+        ({"format_version": "2"}, {}, True, r"has optimizer state format '2'.*upgrade hanami_torch"),
+        ({"format_version": "one"}, {}, True, r"has optimizer state format 'one'"),
+        ({"param_groups": '[{"lr": 0.5}]'}, {}, False, r"is damaged"),  # an edited learning rate, not signed
+        ({"state_values": "not json"}, {}, True, r"has unusable optimizer metadata"),
+        ({}, {"other/0/x": torch.zeros(1)}, True, r"has unusable optimizer metadata: unexpected tensor 'other/0/x'"),
+        ({"param_groups": "[]"}, {}, True, r"does not fit this optimizer"),
+    ]
+    for number, (metadata, tensors, sign, message) in enumerate(cases):
+        damaged = _rewrite(path, tmp_path / f"case{number}.optimizer.safetensors", metadata, tensors, sign)
+        with pytest.raises(CheckpointError, match=message):
+            hanami_torch.load_optimizer(fresh, damaged)
+        assert fresh.state_dict()["state"] == {} and fresh.param_groups[0]["lr"] == 0.01  # left as it was
+    hanami_torch.load_optimizer(fresh, _rewrite(path, tmp_path / "resigned.optimizer.safetensors"))
+    assert fresh.state_dict()["state"].keys() == optimizer.state_dict()["state"].keys()
+
+    checkpoint_file = tmp_path / "cluster.safetensors"
+    hanami_torch.save(cluster, checkpoint_file)
+    renamed = tmp_path / "cluster-as.optimizer.safetensors"  # a cluster checkpoint under an optimizer's name
+    renamed.write_bytes(checkpoint_file.read_bytes())
+    with pytest.raises(CheckpointError, match="is not a hanami_torch optimizer state"):
+        hanami_torch.load_optimizer(torch.optim.Adam(cluster.parameters()), renamed)
+
+    optimizer.param_groups[0]["schedule"] = object()  # a value safetensors metadata cannot hold
+    with pytest.raises(TypeError, match=r"cannot store optimizer param_groups\[0\]\['schedule'\].*without pickle"):
+        hanami_torch.save_optimizer(optimizer, tmp_path / "never.optimizer.safetensors")
+    assert not (tmp_path / "never.optimizer.safetensors").exists()
