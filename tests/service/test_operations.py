@@ -19,7 +19,7 @@ from hanami_torch.client import NotFoundError, UnauthorizedError, UnprocessableE
 
 from .helpers import PASSWORD, unique, write_mnist
 
-SAMPLE = re.compile(r'^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>-?[0-9.e+]+)$')
+SAMPLE = re.compile(r'^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$')
 
 
 def metrics(server) -> dict[tuple[str, str], float]:
