@@ -91,6 +91,48 @@ SPIKING_WITH_REDUCTION = (
     .replace("enable_reduction: false", "enable_reduction: true")
 )
 
+#: option sets of the engine tests over the line: name -> (reduction, spiking, HanamiCluster options)
+LINE_OPTIONS = {
+    "sgd": (False, False, {}),
+    "compat": (False, False, {"compat": True}),
+    "adagrad": (False, False, {"optimizer": "adagrad", "learning_rate": 0.02, "input_fan_in": 3}),
+    "reduction": (True, False, {}),
+    "compat-reduction": (True, False, {"compat": True}),
+    "adagrad-reduction": (True, False, {"optimizer": "adagrad", "learning_rate": 0.02}),
+    "spiking": (False, True, {}),
+    "spiking-reduction": (True, True, {"input_fan_in": 2}),
+    "fields": (False, False, {"input_shape": (3, 3), "field_radius": 1.0}),
+    # every section slot of an input neuron taken at once: chains cannot grow, freed slots are re-created
+    "fan-in-8-reduction": (True, False, {"input_fan_in": 8}),
+    # growth only, all 63 slots reserved per section, no compaction (weights learn with autograd)
+    "gradient": (False, False, {"learning_rule": "gradient"}),
+    "gradient-spiking": (False, True, {"learning_rule": "gradient", "input_fan_in": 2}),
+}
+
+
+def line_cluster(option: str, seed: int = 3, template: str | None = None):
+    """A cluster of the line (or ``template``) with the option set ``option`` of LINE_OPTIONS."""
+    from hanami_torch import HanamiCluster
+
+    reduction, spiking, kwargs = LINE_OPTIONS[option]
+    return HanamiCluster(template or line_with(reduction, spiking), seed=seed, **kwargs)
+
+
+def snapshot(cluster) -> dict:
+    """A copy of every buffer of ``cluster`` by name."""
+    return {name: value.clone() for name, value in cluster.named_buffers()}
+
+
+def assert_same_buffers(a: dict, b: dict, skip=()) -> None:
+    """Two snapshots hold the same buffers, bit for bit (except those in ``skip``)."""
+    assert a.keys() == b.keys()
+    for name in a:
+        if name in skip:
+            continue
+        assert a[name].dtype == b[name].dtype and a[name].shape == b[name].shape, name
+        assert torch.equal(a[name], b[name]), f"buffer {name!r} differs"
+
+
 #: templates.TABLE (25 inputs, 5 outputs) with the main combinations of options: (template, options)
 TABLE_CONFIGS = {
     "default": (templates.TABLE, {}),

@@ -14,24 +14,14 @@ import torch
 from hanami_torch import HanamiCluster, ops, templates
 from hanami_torch import cluster as cluster_module
 from hanami_torch.reference import ReferenceCluster, cluster_structure
-from networks import line_with, random_samples
+from networks import LINE_OPTIONS, line_cluster, line_with, random_samples
 
 
-#: option sets: (reduction, spiking, cluster keyword arguments)
-OPTIONS = {
-    "sgd": (False, False, {}),
-    "compat": (False, False, {"compat": True}),
-    "adagrad": (False, False, {"optimizer": "adagrad", "learning_rate": 0.02, "input_fan_in": 3}),
-    "reduction": (True, False, {}),
-    "compat-reduction": (True, False, {"compat": True}),
-    "adagrad-reduction": (True, False, {"optimizer": "adagrad", "learning_rate": 0.02}),
-    "spiking": (False, True, {}),
-}
-
-
-def make(option: str, seed: int = 3, template: str | None = None) -> HanamiCluster:
-    reduction, spiking, kwargs = OPTIONS[option]
-    return HanamiCluster(template or line_with(reduction, spiking), seed=seed, **kwargs)
+#: the option sets these tests run (tests/networks.py)
+OPTIONS = {name: LINE_OPTIONS[name] for name in (
+    "sgd", "compat", "adagrad", "reduction", "compat-reduction", "adagrad-reduction", "spiking",
+)}
+make = line_cluster
 
 
 WARM_UP = 60

@@ -13,7 +13,7 @@ import torch
 from hanami_torch import HanamiCluster, Template, TemplateError
 from hanami_torch.reference import ReferenceCluster
 from hanami_torch.template import Settings
-from networks import MULTI_IO
+from networks import MULTI_IO, assert_same_buffers, snapshot
 
 #: Two input bricks and two output bricks (all addressed by name).
 MULTI = MULTI_IO
@@ -40,16 +40,8 @@ def samples(n, seed=0, inputs=N_IN, outputs=N_OUT):
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
-def snapshot(cluster) -> dict[str, torch.Tensor]:
-    return {name: value.clone() for name, value in cluster.named_buffers()}
-
-
 def assert_unchanged(cluster, before):
-    after = dict(cluster.named_buffers())
-    assert after.keys() == before.keys()
-    for name, value in before.items():
-        assert after[name].dtype == value.dtype and after[name].shape == value.shape, name
-        assert torch.equal(after[name], value), f"buffer {name!r} changed"
+    assert_same_buffers(snapshot(cluster), before)
 
 
 @pytest.fixture

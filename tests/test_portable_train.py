@@ -24,34 +24,19 @@ import torch
 
 from hanami_torch import HanamiCluster, ops, templates
 from hanami_torch.reference import cluster_structure
-from networks import MULTI_IO, line_with, random_samples
+from networks import LINE_OPTIONS, MULTI_IO, line_cluster, line_with, random_samples
 
 #: schedules of the portable op: items in ascending order, in descending order, four threads
 SCHEDULES = (0, 1, 2)
 PORTABLE_SCHEDULES = [functools.partial(torch.ops.hanami.train_portable_, schedule=s) for s in SCHEDULES]
 
 
-
-#: (reduction, spiking, cluster keyword arguments)
-OPTIONS = {
-    "sgd": (False, False, {}),
-    "adagrad": (False, False, {"optimizer": "adagrad", "learning_rate": 0.02, "input_fan_in": 3}),
-    "reduction": (True, False, {}),
-    "adagrad-reduction": (True, False, {"optimizer": "adagrad", "learning_rate": 0.02}),
-    "spiking": (False, True, {}),
-    "spiking-reduction": (True, True, {"input_fan_in": 2}),
-    "fields": (False, False, {"input_shape": (3, 3), "field_radius": 1.0}),
-    # every section slot of an input neuron taken at once: chains cannot grow, freed slots are re-created
-    "fan-in-8-reduction": (True, False, {"input_fan_in": 8}),
-    # growth only, all 63 slots reserved per section, no compaction (weights learn with autograd)
-    "gradient": (False, False, {"learning_rule": "gradient"}),
-    "gradient-spiking": (False, True, {"learning_rule": "gradient", "input_fan_in": 2}),
-}
-
-
-def make(option: str, seed: int = 3) -> HanamiCluster:
-    reduction, spiking, kwargs = OPTIONS[option]
-    return HanamiCluster(line_with(reduction, spiking), seed=seed, **kwargs)
+#: the option sets these tests run (tests/networks.py)
+OPTIONS = {name: LINE_OPTIONS[name] for name in (
+    "sgd", "adagrad", "reduction", "adagrad-reduction", "spiking", "spiking-reduction", "fields",
+    "fan-in-8-reduction", "gradient", "gradient-spiking",
+)}
+make = line_cluster
 
 
 @torch.no_grad()

@@ -19,6 +19,7 @@ import torch
 
 from hanami_torch import HanamiCluster, ops
 from hanami_torch.reference import ReferenceCluster
+from networks import assert_same_buffers, snapshot
 
 f32 = np.float32
 
@@ -98,17 +99,7 @@ def only_section(cluster, neuron=0):
     return sections[0]
 
 
-def buffers(cluster) -> dict[str, torch.Tensor]:
-    return {name: value.clone() for name, value in cluster.named_buffers()}
-
-
-def assert_same_buffers(a: dict, b: dict, skip=()):
-    assert a.keys() == b.keys()
-    for name in a:
-        if name in skip:
-            continue
-        assert a[name].dtype == b[name].dtype, name
-        assert torch.equal(a[name], b[name]), f"buffer {name!r} differs"
+buffers = snapshot
 
 
 def slot_index(cluster, neuron, k, slot=0):

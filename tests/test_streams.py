@@ -14,6 +14,7 @@ import torch
 
 from hanami_torch import HanamiCluster, templates
 from hanami_torch.data import SlidingWindow, read_csv_column
+from networks import assert_same_buffers, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -211,14 +212,7 @@ def sensor_windows(n=1500, seed=0):
     return x, (y - 1500) / 3000
 
 
-def buffers(cluster):
-    return {name: value.clone() for name, value in cluster.state_dict().items()}
-
-
-def assert_same_buffers(a, b):
-    assert a.keys() == b.keys()
-    for name in a:
-        assert a[name].dtype == b[name].dtype and torch.equal(a[name], b[name]), name
+buffers = snapshot
 
 
 @pytest.fixture(scope="module")
