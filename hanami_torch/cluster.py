@@ -651,10 +651,18 @@ class HanamiCluster(nn.Module):
     def validate_state(self) -> None:
         """Checks that the network's tensors describe a consistent network, so that the C++ ops can
         trust every index in them; raises ValueError naming the first problem. Run on every
-        loaded checkpoint and state dict: a damaged file must never reach the kernels."""
+        loaded checkpoint and state dict: a damaged file must never reach the kernels. A cluster
+        on the GPU is checked on a host copy of its tensors."""
         n_neurons, n_blocks = self.potential.numel(), self.block_info.shape[0]
         capacity = self.syn_weight.numel()
-        sec_block = self.sec_block.numpy().astype(np.int64)
+        device = self._device
+        host = {name: tensor.detach().cpu() for name, tensor in [*self._buffers.items(), *self._parameters.items()]
+                if tensor is not None}
+
+        def array(name: str) -> np.ndarray:
+            return host[name].numpy()
+
+        sec_block = array("sec_block").astype(np.int64)
         problems = []
 
         def check(ok, what):
@@ -663,7 +671,8 @@ class HanamiCluster(nn.Module):
 
         for name in ops.STATE:
             tensor = getattr(self, name)
-            check(tensor.device.type == "cpu" and tensor.is_contiguous(), f"{name} must be a contiguous CPU tensor")
+            check(tensor.device == device and tensor.is_contiguous(),
+                  f"{name} must be a contiguous tensor on the cluster's device ({device})")
         check(self.syn_upper.numel() == capacity and self.syn_target.numel() == capacity,
               "syn_weight, syn_upper and syn_target differ in length")
         check(self.syn_counter.numel() == (capacity if self.template.settings.enable_reduction else 0),
@@ -676,9 +685,9 @@ class HanamiCluster(nn.Module):
             raise ValueError("inconsistent network state: " + "; ".join(problems))
         live = np.nonzero(sec_block >= 0)[0]
         if live.size:
-            start = self.sec_start.numpy()[live].astype(np.int64)
-            length = self.sec_len.numpy()[live].astype(np.int64)
-            cap = self.sec_cap.numpy()[live].astype(np.int64)
+            start = array("sec_start")[live].astype(np.int64)
+            length = array("sec_len")[live].astype(np.int64)
+            cap = array("sec_cap")[live].astype(np.int64)
             check(bool((length <= cap).all() and (cap <= 63).all()), "a section uses more slots than it reserves")
             check(bool((start >= 0).all() and (start + cap <= capacity).all()),
                   "a section's slots lie outside the synapse arena")
@@ -689,7 +698,7 @@ class HanamiCluster(nn.Module):
             check(bool((ends[:-1] <= start[order][1:]).all()), "two sections share synapse slots")
             owner = np.repeat(np.arange(live.size), length)
             slots = start[owner] + (np.arange(owner.size) - np.repeat(np.cumsum(length) - length, length))
-            targets = self.syn_target.numpy()[slots] if slots.size else np.zeros(0, np.uint8)
+            targets = array("syn_target")[slots] if slots.size else np.zeros(0, np.uint8)
             check(bool(((targets < 64) | (targets == ops.EMPTY_TARGET)).all()),
                   "a synapse targets a neuron outside its 64-neuron block")
             if self.learning_rule == "gradient":
@@ -697,21 +706,21 @@ class HanamiCluster(nn.Module):
                       "a learning_rule='gradient' cluster reserves all 63 slots of each section, and this "
                       "state does not (it comes from a cluster with Hanami's rule: call compact(slack=63) "
                       "on that cluster before taking its state)")
-            check(bool(np.isfinite(self.syn_weight.detach().numpy()[slots]).all() and np.isfinite(self.syn_upper.numpy()[slots]).all()),
+            check(bool(np.isfinite(array("syn_weight")[slots]).all() and np.isfinite(array("syn_upper")[slots]).all()),
                   "a synapse weight or border is not finite")
             if self.compat:
-                conn = self.sec_conn.numpy()[live].astype(np.int64)
-                grid = self.brick_grid.numpy().astype(np.int64)
-                brick = self.block_info.numpy()[sec_block[live], 0]
+                conn = array("sec_conn")[live].astype(np.int64)
+                grid = array("brick_grid").astype(np.int64)
+                brick = array("block_info")[sec_block[live], 0]
                 cells = grid[brick, 0] * grid[brick, 1]
                 check(bool(((conn >= 0) & (conn // 64 < cells)).all()), "a section's connection slot lies outside its brick's grid")
-        counters = self.counters.numpy()
+        counters = array("counters")
         check(bool((counters[: ops.COUNTER_SECTIONS + 1] >= 0).all()), "negative counters")
         check(0 <= counters[ops.COUNTER_ARENA_TOP] <= capacity, "the arena top lies outside the arena")
         if live.size:
             check(bool((start + cap <= counters[ops.COUNTER_ARENA_TOP]).all()), "a section lies above the arena top")
         check(int(counters[ops.COUNTER_SECTIONS]) == live.size, "the section counter disagrees with the sections")
-        check(bool(np.isfinite(self.potential.numpy()).all() and np.isfinite(self.sec_offset.numpy()).all()),
+        check(bool(np.isfinite(array("potential")).all() and np.isfinite(array("sec_offset")).all()),
               "a potential or section offset is not finite")
         check(self.brick_grid.shape == (len(self.template.bricks), 2) and bool((self.brick_grid >= 0).all()),
               "brick_grid must be [bricks, 2] and non-negative")
@@ -719,12 +728,12 @@ class HanamiCluster(nn.Module):
             check(getattr(self, name).numel() == size, f"{name} must have one entry per neuron")
         for side, n in (("input", self.n_inputs), ("output", self.n_outputs)):
             modes = getattr(self, f"{side}_encoding")
-            check(modes.dtype == torch.uint8 and np.array_equal(modes.cpu().numpy(), self._encodings[side]),
+            check(modes.dtype == torch.uint8 and np.array_equal(array(f"{side}_encoding"), self._encodings[side]),
                   f"{side}_encoding differs from the encodings the template gives its {side} bricks")
             ranges = getattr(self, f"{side}_range")
             check(ranges.shape == (n, 3) and ranges.dtype == torch.float32, f"{side}_range must be float32 [{n}, 3]")
             if ranges.shape == (n, 3):
-                values = ranges.cpu().numpy()
+                values = array(f"{side}_range")
                 count = values[:, 0]
                 check(bool(np.isfinite(values).all()), f"{side}_range holds a value that is not finite")
                 check(bool(((count >= 0) & (count <= ops.RANGE_COUNT_CAP) & (count == np.floor(count))).all()),
@@ -767,12 +776,13 @@ class HanamiCluster(nn.Module):
             key = prefix + "syn_weight"
             if key in state_dict and state_dict[key].dim() == 1:
                 capacity = state_dict[key].numel()
+                device = self._device
                 for name in ("syn_weight", "syn_upper", "syn_target"):
-                    self._replace(name, torch.empty(capacity, dtype=getattr(self, name).dtype))
+                    self._replace(name, torch.empty(capacity, dtype=getattr(self, name).dtype, device=device))
                 if self.template.settings.enable_reduction:
-                    self._replace("syn_counter", torch.empty(capacity, dtype=torch.uint8))
+                    self._replace("syn_counter", torch.empty(capacity, dtype=torch.uint8, device=device))
                 if self.optimizer == "adagrad":
-                    self._replace("syn_accum", torch.empty(capacity, dtype=torch.float32))
+                    self._replace("syn_accum", torch.empty(capacity, dtype=torch.float32, device=device))
             super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
             self.validate_state()
         except BaseException:

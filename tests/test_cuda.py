@@ -579,3 +579,21 @@ def test_value_codes_match_the_cpu_bit_for_bit():
             results.append([t.cpu() for t in (ranges, codes, trail, pure, slopes, decoded, dslopes)])
         for name, cpu, gpu in zip(("ranges", "codes", "trail", "pure", "slopes", "decoded", "dslopes"), *results):
             assert torch.equal(cpu, gpu), f"{name} (targets={targets})"
+
+
+def test_load_state_dict_on_a_gpu_cluster():
+    """A state learned on the CPU loads into a cluster already on the GPU (its arena grows there,
+    the checks run on a host copy), and both answer alike; a damaged state is refused there too."""
+    template = line_template([9, 70, 4], reduction=True)
+    cpu = HanamiCluster(template, seed=2)
+    x, y = random_samples(120, 9, 4, seed=2)
+    cpu.learn_many(x, y)
+    gpu = HanamiCluster(template, seed=2).to("cuda")
+    gpu.load_state_dict(cpu.state_dict())
+    assert gpu.syn_weight.device.type == "cuda" and gpu.syn_weight.numel() == cpu.syn_weight.numel()
+    assert torch.equal(gpu.predict_many(x.cuda()).cpu(), cpu.predict_many(x))
+    damaged = cpu.state_dict()
+    damaged["sec_block"] = torch.full_like(damaged["sec_block"], 10**6)
+    with pytest.raises(ValueError, match="block index out of range"):
+        gpu.load_state_dict(damaged)
+    assert torch.equal(gpu.predict_many(x.cuda()).cpu(), cpu.predict_many(x)), "a refused state changes nothing"
