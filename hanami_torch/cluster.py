@@ -258,6 +258,7 @@ class HanamiCluster(nn.Module):
         }
         for name in ops.CODES:
             self.register_buffer(name, codes[name])
+        self._input_bricks, self._output_bricks = tuple(template.input_bricks), tuple(template.output_bricks)
         # what the template asks for (copies: the buffers above share memory with these arrays)
         self._encodings = {"input": input_modes.copy(), "output": output_modes.copy()}
         self._adaptive_inputs = bool(input_modes.any())
@@ -383,15 +384,15 @@ class HanamiCluster(nn.Module):
     def predict_many(self, inputs, *, progress: bool = False) -> torch.Tensor:
         """Outputs ``[B, n_outputs]`` for the rows of ``inputs`` (``[B, n_inputs]`` or a dict of
         ``[B, n]`` tensors by input-brick name), one C++ call (or chunks when ``progress``)."""
-        x = self._samples(inputs, self.n_inputs, self.template.input_bricks, "inputs")
+        x = self._samples(inputs, self.n_inputs, self._input_bricks, "inputs")
         if self._adaptive_inputs:  # encode_ without learning: the codes of encode, without autograd's wrapper
             codes = torch.empty_like(x)
             ops.encode_(self.input_encoding, self.input_range, x, codes, learn=False, targets=False)
             x = codes
         out = torch.empty(x.shape[0], self.n_outputs, dtype=torch.float32, device=x.device)
-        for lo, hi in _chunks(x.shape[0], progress, "predict"):
+        for rows in _chunks(x.shape[0], progress, "predict"):
             self._sync_threads()
-            ops.predict_(self._layout(), self._state(), self.config, x[lo:hi], out[lo:hi])
+            ops.predict_(self._layout(), self._state(), self.config, _rows(x, rows), _rows(out, rows))
         return self._decoded(out)
 
     @torch.no_grad()
@@ -416,14 +417,14 @@ class HanamiCluster(nn.Module):
         """
         self._refuse_with_gradient_rule("learn_many")
         batch_size = _batch_size(batch_size)
-        x = self._samples(inputs, self.n_inputs, self.template.input_bricks, "inputs")
-        y = self._samples(targets, self.n_outputs, self.template.output_bricks, "targets")
+        x = self._samples(inputs, self.n_inputs, self._input_bricks, "inputs")
+        y = self._samples(targets, self.n_outputs, self._output_bricks, "targets")
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"inputs have {x.shape[0]} rows but targets have {y.shape[0]}")
         out = torch.empty_like(y)
         # progress chunks hold whole batches: batches count from the first row of this call
-        for lo, hi in _chunks(x.shape[0], progress, "learn", multiple=batch_size):
-            self._train(x[lo:hi], y[lo:hi], out[lo:hi], batch_size)
+        for rows in _chunks(x.shape[0], progress, "learn", multiple=batch_size):
+            self._train(_rows(x, rows), _rows(y, rows), _rows(out, rows), batch_size)
         if compact and x.shape[0] > 1:
             self.compact()
         return out
@@ -895,13 +896,21 @@ class HanamiCluster(nn.Module):
 
     def _train_coded(self, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor, batch_size: int) -> None:
         # batches: each synapse's summed delta, carried through arena growth (see ops.train_)
-        size = self.syn_weight.numel() if batch_size > 1 else 0
-        pending = torch.zeros(size, dtype=torch.float32, device=self.syn_weight.device)
+        weights = self._tensors(("syn_weight",))[0]
+        if batch_size > 1:
+            pending = torch.zeros(weights.numel(), dtype=torch.float32, device=weights.device)
+        else:  # an empty tensor: no sums to carry (made once per device, it is never written)
+            pending = _NO_PENDING.get(weights.device)
+            if pending is None:
+                pending = _NO_PENDING[weights.device] = torch.zeros(0, dtype=torch.float32, device=weights.device)
         start, stalled = 0, 0
         while start < x.shape[0]:
             self._sync_threads()
             ops.train_(self._layout(), self._state(), self.config, x, y, out, start, pending, batch_size)
-            done = int(self.counters[ops.COUNTER_PROCESSED])
+            # (counters is replaced when the arena grows, so read it from the dict each time)
+            counters = self._tensors(("counters",))[0]
+            done = int(counters.numpy()[ops.COUNTER_PROCESSED] if counters.device.type == "cpu"
+                       else counters[ops.COUNTER_PROCESSED])
             if done < x.shape[0]:  # the arena is full: grow it and go on from that sample
                 stalled = stalled + 1 if done == start else 0
                 if stalled > 2:
@@ -985,6 +994,10 @@ class HanamiCluster(nn.Module):
                 "(no normalisation needed), so replace or drop that sample"
             )
         return data
+
+
+#: the empty ``pending`` argument of train_ for online learning, per device
+_NO_PENDING: dict = {}
 
 
 def _encodings(bricks, default: str) -> np.ndarray:
@@ -1119,6 +1132,13 @@ def _chunks(n: int, progress: bool, what: str, multiple: int = 1):
             hi = min(n, lo + chunk)
             yield lo, hi
             bar.update(hi - lo)
+
+
+def _rows(tensor: torch.Tensor, rows: tuple[int, int]) -> torch.Tensor:
+    """``tensor[lo:hi]``, or the tensor itself when that is all of it (a view costs microseconds,
+    which per-sample calls feel)."""
+    lo, hi = rows
+    return tensor if lo == 0 and hi == tensor.shape[0] else tensor[lo:hi]
 
 
 def _synapses_per_section(starts: np.ndarray, lens: np.ndarray, targets: np.ndarray) -> np.ndarray:

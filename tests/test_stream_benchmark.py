@@ -1,5 +1,6 @@
-"""benchmarks/streams.py end to end on short streams: the JSON shape the stream issue fixes, every
-learner's figures, and the broken-reading measurement."""
+"""The stream benchmarks end to end, briefly: benchmarks/streams.py on short streams (the JSON shape
+the stream issue fixes, every learner's figures, the broken-reading measurement) and
+benchmarks/calls.py (per-sample calls against batched calls)."""
 
 import json
 import subprocess
@@ -38,3 +39,17 @@ def test_stream_benchmark_writes_its_json(tmp_path):
         assert set(broken["excess_synapses_later"]) == {"100", "1000", "5000"}
         assert broken["synapses"] > 0 and broken["samples"] >= 10002
     assert (tmp_path / "streams.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_calls_benchmark_writes_its_json(tmp_path):
+    out = tmp_path / "calls.json"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "calls.py"), "--samples", "50", "--repeats", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(out.read_text())
+    for key in ("learn_one_us", "learn_many_us_per_sample", "predict_one_us", "predict_many_us_per_sample"):
+        assert report[key] > 0, key
+    assert report["learn_ratio"] == pytest.approx(report["learn_one_us"] / report["learn_many_us_per_sample"])
+    assert report["threads"] >= 1 and report["samples"] == 50
