@@ -69,7 +69,12 @@ def extension_and_build_dir():
     # -ffp-contract=off: no fused multiply-add, so the kernels round exactly like the Python
     # reference implementation and the tests can compare bit for bit.
     # C++20: torch 2.14's headers refuse anything older.
-    cxx_flags = ["-O3", "-std=c++20", "-ffp-contract=off"]
+    # -fopenmp: at::parallel_for (batched inference, the value codes) is an OpenMP loop written in
+    # torch's headers; compiled without it, the pragma is ignored and the loop runs on one thread.
+    # Not in the ThreadSanitizer build of the race check (tests/race_check.sh): libgomp is not
+    # instrumented, so its barriers look like races there; that build keeps those loops serial.
+    openmp = "-fsanitize=thread" not in os.environ.get("CFLAGS", "")
+    cxx_flags = ["-O3", "-std=c++20", "-ffp-contract=off"] + (["-fopenmp"] if openmp else [])
     if native:
         cxx_flags.append("-march=native")
 
@@ -78,6 +83,7 @@ def extension_and_build_dir():
         sources=sources,
         depends=depends,
         include_dirs=[str(CSRC)],
+        extra_link_args=["-fopenmp"] if openmp else [],  # libgomp, the OpenMP runtime torch itself uses
     )
     if use_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
