@@ -279,6 +279,7 @@ class HanamiCluster(nn.Module):
             config[ops.CONFIG_FIELD_RADIUS] = field_radius
         config[ops.CONFIG_LEARNING_RULE] = float(ops.LEARNING_RULES[learning_rule])
         self.register_buffer("config", config, persistent=False)
+        self._config_threads = None  # the thread count last written into config (_sync_threads)
 
     # ---- public API ------------------------------------------------------------------------
 
@@ -865,7 +866,7 @@ class HanamiCluster(nn.Module):
         # Writing one element of a tensor costs microseconds (a copy to the GPU on CUDA): write the
         # thread count only when it changed (_apply forgets what was written: config moved).
         threads = torch.get_num_threads()
-        if threads != self.__dict__.get("_config_threads"):
+        if threads != self._config_threads:
             self.config[ops.CONFIG_THREADS] = float(threads)
             self._config_threads = threads
 
@@ -899,10 +900,8 @@ class HanamiCluster(nn.Module):
         weights = self._tensors(("syn_weight",))[0]
         if batch_size > 1:
             pending = torch.zeros(weights.numel(), dtype=torch.float32, device=weights.device)
-        else:  # an empty tensor: no sums to carry (made once per device, it is never written)
-            pending = _NO_PENDING.get(weights.device)
-            if pending is None:
-                pending = _NO_PENDING[weights.device] = torch.zeros(0, dtype=torch.float32, device=weights.device)
+        else:  # online: no sums to carry
+            pending = ops.empty(weights.device)
         start, stalled = 0, 0
         while start < x.shape[0]:
             self._sync_threads()
@@ -994,10 +993,6 @@ class HanamiCluster(nn.Module):
                 "(no normalisation needed), so replace or drop that sample"
             )
         return data
-
-
-#: the empty ``pending`` argument of train_ for online learning, per device
-_NO_PENDING: dict = {}
 
 
 def _encodings(bricks, default: str) -> np.ndarray:

@@ -241,7 +241,16 @@ def _infer_backward(ctx, grad_outputs, _grad_potentials):
 torch.library.register_autograd("hanami::infer", _infer_backward, setup_context=_infer_setup_context)
 
 
-_NO_TRAIL = torch.empty(0)
+_EMPTY: dict = {}
+
+
+def empty(device) -> torch.Tensor:
+    """An empty float32 tensor on ``device``, made once: the "nothing here" argument of the ops
+    (no trail for encode_, no pending sums for online train_). The ops never write to it."""
+    tensor = _EMPTY.get(device)
+    if tensor is None:
+        tensor = _EMPTY[device] = torch.zeros(0, dtype=torch.float32, device=device)
+    return tensor
 
 
 def encode_(modes, ranges, values, codes, *, learn: bool, targets: bool, trail=None) -> None:
@@ -250,7 +259,7 @@ def encode_(modes, ranges, values, codes, *, learn: bool, targets: bool, trail=N
     order and ``ranges`` moves. ``targets``: the values are targets of output neurons. ``trail``
     (float32 ``[B, n, 3]``) receives each value's range before its row, for :func:`decode`."""
     if trail is None:
-        trail = _NO_TRAIL if values.device.type == "cpu" else values.new_empty(0)
+        trail = empty(values.device)
     torch.ops.hanami.encode_(modes, ranges, values, codes, trail, learn, targets)
 
 
